@@ -1,0 +1,33 @@
+# Two commands for users: `make repro` and `make test`. Both set up .venv first when needed.
+SHELL := /bin/bash
+VENV  := .venv
+BIN   := $(VENV)/bin
+STAMP := $(VENV)/.setup-stamp
+export MUJOCO_GL ?= egl
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export DO_NOT_TRACK ?= 1
+export DVC_NO_ANALYTICS ?= 1
+
+.PHONY: setup repro test test-fast bench clean-venv
+
+setup: $(STAMP)
+
+# Re-run setup whenever the pinned set or the project metadata changes.
+$(STAMP): requirements.lock pyproject.toml infra/setup.sh
+	bash infra/setup.sh
+	touch $@
+
+repro: setup
+	$(BIN)/dvc repro
+
+test: setup
+	$(BIN)/pytest
+
+test-fast: setup
+	$(BIN)/pytest -m "not slow"
+
+bench: setup
+	$(BIN)/python benchmarks/bench_data.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,143 @@
+"""The `w4rl` command. Thin: parse arguments, call a stage or w4rl_core, print, set the exit code."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from pipelines.params import DEFAULT_PARAMS, ParamsError, load_params
+
+app = typer.Typer(
+    help="w4rl: robot episodes -> world model -> policy refinement in imagination -> gated policy.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Inspect, validate and compare episode stores.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+ParamsOpt = Annotated[Path, typer.Option("--params", help="Parameters file.")]
+
+
+def _params(path: Path):
+    try:
+        return load_params(path)
+    except ParamsError as err:
+        typer.secho(str(err), fg="red", err=True)
+        raise typer.Exit(2) from err
+
+
+def _load_factory(spec: str):
+    """`package.module:function` -> the function (a PolicyFactory)."""
+    module, _, name = spec.partition(":")
+    if not name:
+        raise typer.BadParameter(f"--policy-factory must look like 'package.module:function', got {spec!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+@app.command()
+def collect(
+    task: Annotated[str, typer.Option(help="Meta-World task, e.g. coffee-pull-v3 (or any v3 task).")],
+    kind: Annotated[str, typer.Option(help="expert | random | policy")],
+    out: Annotated[str, typer.Option(help="Output store: a local path or s3://bucket/prefix.zarr")],
+    episodes: Annotated[Optional[int], typer.Option(help="Override collect.episodes.<kind>.")] = None,
+    policy_factory: Annotated[
+        Optional[str], typer.Option(help="For --kind policy: 'module:function' building a policy.")
+    ] = None,
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Record episodes of one task in the Meta-World simulator into a new episode store."""
+    from pipelines.stages import collect as stage
+
+    p = _params(params)
+    typer.echo(p.profile.banner, err=True)
+    factory = _load_factory(policy_factory) if policy_factory else None
+    try:
+        summary = stage.run(p, task, kind, out, episodes=episodes, policy_factory=factory, progress=sys.stderr.isatty())
+    except (ValueError, FileExistsError) as err:
+        typer.secho(f"collect: {err}", fg="red", err=True)
+        raise typer.Exit(2) from err
+    typer.echo(json.dumps(summary))
+
+
+@data_app.command("validate")
+def data_validate(
+    paths: Annotated[list[str], typer.Argument(help="Stores or directories holding *.zarr stores.")],
+    report: Annotated[Optional[str], typer.Option(help="Write the JSON report here.")] = "reports/validation.json",
+    metrics: Annotated[Optional[str], typer.Option(help="Write summary metrics (JSON) here.")] = None,
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Check stores against the schemas. Exit 0 if all are valid, 1 otherwise (report names each problem)."""
+    from pipelines.stages import validate as stage
+
+    p = _params(params)
+    typer.echo(p.profile.banner, err=True)
+    result = stage.run(p, paths, report, metrics)
+    for store in result["stores"]:
+        status = "ok" if store["ok"] else "INVALID"
+        typer.echo(f"{status}: {store['url']}")
+        for issue in store["issues"]:
+            typer.echo(f"  {issue['text']}")
+        hidden = sum(store["issue_counts"].values()) - len(store["issues"])
+        if hidden > 0:
+            typer.echo(f"  ... and {hidden} more (counts per check in {report})")
+    if not result["ok"]:
+        typer.secho(f"validation failed: {result['n_issues']} issue(s); report: {report}", fg="red", err=True)
+        raise typer.Exit(1)
+
+
+@data_app.command("info")
+def data_info(
+    path: Annotated[str, typer.Argument(help="A store (local path or s3:// URL).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Print a human summary of a store: episodes, frames, tasks, success rates, layout."""
+    from w4rl_core.data.store import EpisodeStore, StoreFormatError
+
+    try:
+        info = EpisodeStore.open(path).info()
+    except (StoreFormatError, FileNotFoundError) as err:
+        typer.secho(str(err), fg="red", err=True)
+        raise typer.Exit(1) from err
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    h, w = info["image_size"]
+    lengths = info["episode_length"]
+    typer.echo(f"{info['url']}  (format v{info['format_version']})")
+    typer.echo(f"  {info['episodes']} episodes, {info['frames']} frames, {h}x{w} rgb from camera {info['camera']!r} at {info['fps']:g} fps")
+    typer.echo(f"  action dim {info['action_dim']}, state dim {info['state_dim']}, episode length {lengths['min']}-{lengths['max']}")
+    typer.echo(f"  {'task/kind':<32} {'episodes':>8} {'frames':>8} {'success':>8}")
+    for key, e in sorted(info["by_task_kind"].items()):
+        typer.echo(f"  {key:<32} {e['episodes']:>8} {e['frames']:>8} {e['success_rate']:>8.2f}")
+
+
+@data_app.command("drift")
+def data_drift(
+    reference: Annotated[str, typer.Argument(help="Reference store or directory of stores.")],
+    current: Annotated[str, typer.Argument(help="Current store or directory of stores.")],
+    out: Annotated[Path, typer.Option(help="Output directory (drift.html, drift.json, summary.json).")],
+) -> None:
+    """Evidently drift report between two dataset versions, on per-episode features."""
+    from w4rl_core.data.drift import drift_report
+
+    summary = drift_report([reference], [current], out)
+    typer.echo(
+        f"{summary['drifted_columns']:.0f} of {len(summary['columns'])} features drifted "
+        f"({summary['reference_episodes']} vs {summary['current_episodes']} episodes); report: {out / 'drift.html'}"
+    )
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

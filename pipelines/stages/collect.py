@@ -1,0 +1,41 @@
+"""DVC stage `collect@<task>-<kind>`: record one (task, kind) episode store from params.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipelines.params import Params
+from w4rl_core.data.collect import CollectConfig, PolicyFactory, collect
+
+
+def run(
+    params: Params,
+    task: str,
+    kind: str,
+    out: str,
+    *,
+    episodes: int | None = None,
+    policy_factory: PolicyFactory | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    p = params.collect
+    n = episodes if episodes is not None else p.episodes.get(kind, 0)
+    if n < 1:
+        raise ValueError(f"collect.episodes.{kind} is {n}: nothing to collect for {task}/{kind}")
+    config = CollectConfig(
+        task=task,
+        kind=kind,
+        episodes=n,
+        episode_len=p.episode_len,
+        image_size=p.image_size,
+        camera=p.camera,
+        action_repeat=p.action_repeat,
+        expert_noise=p.expert_noise,
+        seed=p.seed,
+        workers=p.workers,
+        frames_per_shard=p.frames_per_shard,
+    )
+    Path(out).parent.mkdir(parents=True, exist_ok=True) if "://" not in out else None
+    summary = collect(config, out, policy_factory=policy_factory, progress=progress)
+    return summary | {"profile": params.profile.name, "smoke_scale": params.profile.smoke_scale}

@@ -1,0 +1,106 @@
+"""Shared fixtures: synthetic episodes (no simulator), a real collected store, a loopback S3 server."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+from w4rl_core.data.episode import Episode  # noqa: E402
+from w4rl_core.data.store import EpisodeStore, StoreLayout  # noqa: E402
+
+IMAGE = 16
+ACTION_DIM = 4
+STATE_DIM = 5
+
+
+def make_episode(length: int = 12, task: str = "coffee-pull-v3", kind: str = "expert", seed: int = 0) -> Episode:
+    rng = np.random.default_rng(seed)
+    success = np.zeros(length, np.uint8)
+    success[length // 2 :] = kind == "expert"
+    return Episode(
+        task=task,
+        kind=kind,
+        rgb=rng.integers(0, 256, size=(length, IMAGE, IMAGE, 3), dtype=np.uint8),
+        action=rng.uniform(-1, 1, size=(length, ACTION_DIM)).astype(np.float32),
+        reward=rng.normal(size=length).astype(np.float32),
+        success=success,
+        state=rng.normal(size=(length, STATE_DIM)).astype(np.float32),
+    )
+
+
+def tiny_layout(**overrides) -> StoreLayout:
+    kwargs = dict(
+        image_size=(IMAGE, IMAGE),
+        action_low=(-1.0,) * ACTION_DIM,
+        action_high=(1.0,) * ACTION_DIM,
+        state_dim=STATE_DIM,
+        frames_per_shard=64,
+        tasks=("coffee-pull-v3",),
+    )
+    return StoreLayout(**(kwargs | overrides))
+
+
+@pytest.fixture
+def tiny_store(tmp_path: Path) -> EpisodeStore:
+    """Six synthetic episodes of two tasks and two kinds, lengths 8..13."""
+    store = EpisodeStore.create(tmp_path / "tiny.zarr", tiny_layout())
+    store.append(
+        make_episode(8 + i, task=("coffee-pull-v3", "door-lock-v3")[i % 2], kind=("expert", "random")[i // 3], seed=i)
+        for i in range(6)
+    )
+    return store
+
+
+@pytest.fixture(scope="session")
+def collected_store(tmp_path_factory) -> Path:
+    """A real Meta-World store: 3 expert episodes of 12 steps at 32 px (in-process)."""
+    from w4rl_core.data.collect import CollectConfig, collect
+
+    out = tmp_path_factory.mktemp("collected") / "coffee-pull-v3" / "expert.zarr"
+    collect(
+        CollectConfig(task="coffee-pull-v3", kind="expert", episodes=3, episode_len=12, image_size=32, workers=1),
+        out,
+        progress=False,
+    )
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's standalone S3 HTTP server on 127.0.0.1 (a real server, spoken to over HTTP)."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    """Credentials through the standard AWS environment variables (never in files), a fresh bucket."""
+    import uuid
+
+    import boto3
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("W4RL_S3_ENDPOINT_URL", s3_server)
+    bucket = f"w4rl-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=bucket)
+    return {"endpoint": s3_server, "bucket": bucket}

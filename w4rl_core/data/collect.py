@@ -1,0 +1,209 @@
+"""Collect robot episodes into an EpisodeStore: scripted experts, random actions, or any policy.
+
+Determinism: every episode has its own seed derived from (base seed, task, kind, episode index), and
+episodes are written in index order, so a store's content does not depend on the number of worker
+processes or on which worker ran which episode.
+
+Parallelism: one process per core (``spawn``: MuJoCo's EGL context does not survive ``fork``); each
+worker builds its simulator once and returns finished episodes to the parent, which alone writes.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from w4rl_core.atomic import atomic_path
+from w4rl_core.data.episode import EPISODE_KINDS, Episode
+from w4rl_core.data.storage import is_remote
+from w4rl_core.data.store import EpisodeStore, StoreLayout
+from w4rl_core.robots.metaworld_robot import (
+    MetaWorldConfig,
+    MetaWorldRobot,
+    RandomPolicy,
+    ScriptedExpert,
+)
+from w4rl_core.robots.protocol import Policy
+
+#: Builds the acting policy inside a worker: (robot, episode seed) -> Policy. Must be picklable
+#: (a module-level function or functools.partial) to cross into worker processes.
+PolicyFactory = Callable[[MetaWorldRobot, int], Policy]
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    """One collection run: one task, one kind of episode. Validated at construction."""
+
+    task: str
+    kind: str  # expert | random | policy
+    episodes: int  # number of episodes to record
+    episode_len: int = 50  # recorded steps per episode (each is `action_repeat` physics steps)
+    image_size: int = 64
+    camera: str = "corner2"
+    action_repeat: int = 2
+    expert_noise: float = 0.1  # std of Gaussian noise added to the scripted expert's actions
+    seed: int = 0
+    workers: int = 0  # worker processes; 0 = one per core, 1 = in this process
+    frames_per_shard: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("expert", "random", "policy"):
+            raise ValueError(f"collect kind must be expert, random or policy, got {self.kind!r}")
+        if self.episodes < 1 or self.episode_len < 2:
+            raise ValueError("episodes must be >= 1 and episode_len >= 2")
+        if self.expert_noise < 0 or self.workers < 0:
+            raise ValueError("expert_noise and workers must be >= 0")
+        # Validates task name, image size and action repeat early, before any process starts.
+        object.__setattr__(self, "task", self.robot_config().task)
+
+    def robot_config(self) -> MetaWorldConfig:
+        return MetaWorldConfig(
+            task=self.task, image_size=self.image_size, camera=self.camera, action_repeat=self.action_repeat
+        )
+
+
+def episode_seed(base_seed: int, task: str, kind: str, index: int) -> int:
+    """A stable 32-bit seed per episode (crc32, not hash(): str hashing is salted per process)."""
+    seq = np.random.SeedSequence([base_seed, zlib.crc32(task.encode()), EPISODE_KINDS.index(kind), index])
+    return int(seq.generate_state(1)[0])
+
+
+def rollout(robot: MetaWorldRobot, policy: Policy, length: int, seed: int, task: str, kind: str) -> Episode:
+    """Record one episode of ``length`` steps (see episode.py for the time convention)."""
+    obs = robot.reset(seed)
+    rgb, state, actions, rewards, success = [], [], [], [], []
+    reward_t, success_t = 0.0, False
+    for t in range(length):
+        rgb.append(obs.rgb)
+        state.append(obs.state)
+        rewards.append(reward_t)
+        success.append(success_t)
+        action = np.asarray(policy.act(obs), dtype=np.float32)
+        actions.append(action)
+        if t < length - 1:  # the last action is recorded but its outcome is not part of the episode
+            obs, info = robot.step(action)
+            reward_t, success_t = float(info["reward"]), bool(info["success"])
+    return Episode(
+        task=task,
+        kind=kind,
+        rgb=np.stack(rgb),
+        action=np.stack(actions),
+        reward=np.asarray(rewards, dtype=np.float32),
+        success=np.asarray(success, dtype=np.uint8),
+        state=np.stack(state).astype(np.float32),
+    )
+
+
+# ---------------------------------------------------------------------- worker side
+_worker: dict[str, Any] = {}
+
+
+def _init_worker(config: CollectConfig, policy_factory: PolicyFactory | None) -> None:
+    _worker["config"] = config
+    _worker["robot"] = MetaWorldRobot(config.robot_config())
+    _worker["factory"] = policy_factory
+
+
+def _make_policy(robot: MetaWorldRobot, config: CollectConfig, factory: PolicyFactory | None, seed: int) -> Policy:
+    if config.kind == "expert":
+        return ScriptedExpert(robot, config.expert_noise, seed)
+    if config.kind == "random":
+        return RandomPolicy(robot.action_low, robot.action_high, seed)
+    if factory is None:
+        raise ValueError("collect kind 'policy' needs a policy factory")
+    return factory(robot, seed)
+
+
+def _collect_one(index: int) -> Episode:
+    config: CollectConfig = _worker["config"]
+    robot: MetaWorldRobot = _worker["robot"]
+    seed = episode_seed(config.seed, config.task, config.kind, index)
+    policy = _make_policy(robot, config, _worker["factory"], seed)
+    return rollout(robot, policy, config.episode_len, seed, config.task, config.kind)
+
+
+def _episodes(config: CollectConfig, factory: PolicyFactory | None) -> Iterator[Episode]:
+    workers = min(config.workers or (os.cpu_count() or 1), config.episodes)
+    if workers == 1:
+        _init_worker(config, factory)
+        try:
+            yield from map(_collect_one, range(config.episodes))
+        finally:
+            _worker.pop("robot").close()
+        return
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(config, factory)
+    ) as pool:
+        yield from pool.map(_collect_one, range(config.episodes))
+
+
+# ---------------------------------------------------------------------- parent side
+def collect(
+    config: CollectConfig,
+    out: str | os.PathLike[str],
+    *,
+    policy_factory: PolicyFactory | None = None,
+    progress: bool = True,
+    endpoint_url: str | None = None,
+) -> dict[str, Any]:
+    """Record ``config.episodes`` episodes into a new store at ``out``; returns a summary.
+
+    A local ``out`` is written to a temporary sibling and renamed into place when complete; an
+    ``s3://`` one is marked complete only by its last write (see EpisodeStore).
+    """
+    if config.kind == "policy" and policy_factory is None:
+        raise ValueError("collect kind 'policy' needs a policy factory")
+    # Action bounds and state size come from the simulator itself, not from our assumptions.
+    robot_info = MetaWorldRobot(config.robot_config())
+    layout = StoreLayout(
+        image_size=(config.image_size, config.image_size),
+        action_low=tuple(robot_info.action_low.tolist()),
+        action_high=tuple(robot_info.action_high.tolist()),
+        state_dim=robot_info.state_dim,
+        fps=robot_info.fps,
+        camera=config.camera,
+        frames_per_shard=config.frames_per_shard,
+        tasks=(config.task,),
+    )
+    robot_info.close()
+    source = {"collector": "metaworld", "config": {k: getattr(config, k) for k in config.__dataclass_fields__}}
+    source["config"].pop("workers")  # does not change the content
+
+    def write(url: str | os.PathLike[str]) -> dict[str, Any]:
+        store = EpisodeStore.create(url, layout, source=source, endpoint_url=endpoint_url)
+        buffer: list[Episode] = []
+        successes = 0
+        for ep in tqdm(
+            _episodes(config, policy_factory),
+            total=config.episodes,
+            desc=f"collect {config.task}/{config.kind}",
+            unit="ep",
+            disable=not progress,
+        ):
+            buffer.append(ep)
+            successes += int(ep.succeeded)
+            if sum(map(len, buffer)) >= config.frames_per_shard:  # write whole shards at a time
+                store.append(buffer)
+                buffer = []
+        store.append(buffer)
+        return {
+            "task": config.task,
+            "kind": config.kind,
+            "episodes": store.n_episodes,
+            "frames": store.n_frames,
+            "success_rate": successes / config.episodes,
+        }
+
+    if is_remote(out):
+        return write(out)
+    with atomic_path(Path(out)) as tmp:
+        return write(tmp)

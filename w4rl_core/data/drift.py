@@ -1,0 +1,98 @@
+"""Drift between two dataset versions, on per-episode features, reported with Evidently.
+
+Per-episode rather than per-step features: steps within an episode are strongly correlated, so a
+per-step test would call every small change significant. An episode is the unit that is sampled.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from w4rl_core.atomic import atomic_path, write_json_atomic
+from w4rl_core.data.store import EpisodeStore
+from w4rl_core.data.validate import find_stores
+
+CATEGORICAL = ("task", "kind")
+
+
+def episode_features(store: EpisodeStore) -> pd.DataFrame:
+    """One row per episode: length, return, success, action and image statistics."""
+    rows = []
+    for i in range(store.n_episodes):
+        ep = store.episode(i)
+        rgb = ep.rgb.astype(np.float32)
+        row: dict[str, Any] = {
+            "task": ep.task,
+            "kind": ep.kind,
+            "length": len(ep),
+            "return": float(ep.reward.sum()),
+            "success": float(ep.succeeded),
+            "success_step_fraction": float(ep.success.mean()),
+            "action_abs_mean": float(np.abs(ep.action).mean()),
+            # Mean absolute change between consecutive frames: how much the scene moves.
+            "frame_motion": float(np.abs(np.diff(rgb, axis=0)).mean()) if len(ep) > 1 else 0.0,
+            "image_std": float(rgb.std()),
+        }
+        for d in range(ep.action.shape[1]):
+            row[f"action_mean[{d}]"] = float(ep.action[:, d].mean())
+            row[f"action_std[{d}]"] = float(ep.action[:, d].std())
+        for c, name in enumerate("rgb"):
+            row[f"image_mean_{name}"] = float(rgb[..., c].mean())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def features_of(paths: list[str], endpoint_url: str | None = None) -> pd.DataFrame:
+    urls = find_stores(paths)
+    if not urls:
+        raise FileNotFoundError(f"no episode store (*.zarr) under {paths}")
+    return pd.concat([episode_features(EpisodeStore.open(u, endpoint_url=endpoint_url)) for u in urls], ignore_index=True)
+
+
+def _summarize(snapshot_dict: dict[str, Any]) -> dict[str, Any]:
+    per_column: dict[str, Any] = {}
+    count = share = None
+    for metric in snapshot_dict["metrics"]:
+        cfg, value = metric["config"], metric["value"]
+        if cfg["type"].endswith("DriftedColumnsCount"):
+            count, share = float(value["count"]), float(value["share"])
+        elif cfg["type"].endswith("ValueDrift"):
+            method, threshold, v = str(cfg["method"]), float(cfg["threshold"]), float(value)
+            # p-value tests drift when p < threshold; distance/divergence methods when d >= threshold.
+            drifted = v < threshold if "p_value" in method else v >= threshold
+            per_column[cfg["column"]] = {"method": method, "value": v, "threshold": threshold, "drift": drifted}
+    return {"drifted_columns": count, "drifted_share": share, "columns": per_column}
+
+
+def drift_report(
+    reference: list[str], current: list[str], out_dir: str | os.PathLike[str], endpoint_url: str | None = None
+) -> dict[str, Any]:
+    """Write ``drift.html`` (for people), ``drift.json`` (Evidently snapshot) and ``summary.json``."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    ref, cur = features_of(reference, endpoint_url), features_of(current, endpoint_url)
+    numerical = [c for c in ref.columns if c not in CATEGORICAL]
+    definition = DataDefinition(numerical_columns=numerical, categorical_columns=list(CATEGORICAL))
+    snapshot = Report([DataDriftPreset()]).run(
+        Dataset.from_pandas(cur, data_definition=definition), Dataset.from_pandas(ref, data_definition=definition)
+    )
+    summary = {
+        "reference": reference,
+        "current": current,
+        "reference_episodes": len(ref),
+        "current_episodes": len(cur),
+        **_summarize(snapshot.dict()),
+    }
+    out = Path(out_dir)
+    with atomic_path(out) as tmp:
+        tmp.mkdir(parents=True)
+        snapshot.save_html(str(tmp / "drift.html"))
+        snapshot.save_json(str(tmp / "drift.json"))
+        write_json_atomic(tmp / "summary.json", summary)
+    return summary

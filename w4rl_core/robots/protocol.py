@@ -1,0 +1,41 @@
+"""The one interface for everything that acts: simulator, imagined env, remote robot.
+
+Evaluation and collection code drive a ``Robot`` without knowing which backend it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass
+class Observation:
+    """What a policy sees at one step."""
+
+    rgb: np.ndarray  # (H, W, 3) uint8, upright
+    state: np.ndarray  # (S,) float32 proprioception / low-dim observation
+
+
+@runtime_checkable
+class Robot(Protocol):
+    task: str
+    action_low: np.ndarray
+    action_high: np.ndarray
+
+    def reset(self, seed: int) -> Observation: ...
+
+    def step(self, action: np.ndarray) -> tuple[Observation, dict[str, Any]]:
+        """Apply one action; ``info`` holds at least ``success`` (bool) and ``reward`` (float)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """Anything that maps an observation to an action; collection kind ``policy`` takes one."""
+
+    def act(self, obs: Observation) -> np.ndarray: ...
