@@ -222,15 +222,18 @@ class EpisodeStore:
     def episode_lengths(self) -> np.ndarray:
         return np.diff(np.concatenate([[0], self.episode_ends])).astype(np.int64)
 
+    @staticmethod
+    def _names(codes: np.ndarray, vocab: list[str]) -> list[str]:
+        # Out-of-range codes only exist in corrupted stores; name them so validation can report them.
+        return [vocab[c] if 0 <= c < len(vocab) else f"<unknown code {c}>" for c in codes]
+
     @property
     def episode_task(self) -> list[str]:
-        tasks = self.attrs["tasks"]
-        return [tasks[c] for c in self._task_codes]
+        return self._names(self._task_codes, self.attrs["tasks"])
 
     @property
     def episode_kind(self) -> list[str]:
-        kinds = self.attrs["kinds"]
-        return [kinds[c] for c in self._kind_codes]
+        return self._names(self._kind_codes, self.attrs["kinds"])
 
     def array(self, key: str) -> zarr.Array:
         """A raw array, e.g. ``array("data/rgb")`` or ``array("meta/episode_ends")``."""

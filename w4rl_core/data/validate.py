@@ -125,7 +125,8 @@ def _check_structure(store: EpisodeStore, report: StoreReport, limit: int) -> bo
             usable = False
             continue
         if str(arr.dtype) != dtype:
-            report.add(Issue(url, key, "dtype", f"dtype is {arr.dtype}, expected {dtype}"), limit)
+            scope = f"all {store.n_episodes} episodes" if key.startswith("data/") else "every episode entry"
+            report.add(Issue(url, key, "dtype", f"dtype is {arr.dtype}, expected {dtype} (affects {scope})"), limit)
         if key in tails and tuple(arr.shape[1:]) != tails[key]:
             report.add(Issue(url, key, "shape", f"per-step shape {tuple(arr.shape[1:])}, expected {tails[key]}"), limit)
             usable = False
@@ -295,9 +296,9 @@ def validate_store(url: str, config: ValidationConfig, endpoint_url: str | None 
     except FileNotFoundError as err:
         report.add(Issue(str(url), "store", "exists", str(err)), limit)
         return report
-    report.info = store.info()
     if not _check_structure(store, report, limit):
         return report
+    report.info = store.info()
 
     episodes = _episode_table(store)
     schema = _episode_schema(len(store.attrs["tasks"]), config.known_tasks, config.context_frames + 1)

@@ -10,6 +10,7 @@ frames, which the model-level switches avoid.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,9 @@ class MetaWorldConfig:
     camera: str = "corner2"  # fixed camera; one of the model's cameras
     action_repeat: int = 2  # physics steps per recorded step (same action)
     fast_render: bool = True  # shadows, MSAA and reflections off (~9x faster on CPU)
+    # Seed of Meta-World's MT1 benchmark: it fixes the task's 50 goal/object variations. Without
+    # it every process draws its own variations and collection is not reproducible.
+    benchmark_seed: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "task", canonical_task(self.task))
@@ -76,6 +80,7 @@ class MetaWorldRobot:
         self._env = gym.make(
             "Meta-World/MT1",
             env_name=config.task,
+            seed=config.benchmark_seed,
             render_mode="rgb_array",
             camera_name=config.camera,
             width=config.image_size,
@@ -160,7 +165,9 @@ class ScriptedExpert:
         self._rng = np.random.default_rng(seed)
 
     def act(self, obs: Observation) -> np.ndarray:
-        action = np.asarray(self._policy.get_action(self._robot.raw_state), dtype=np.float32)
+        with warnings.catch_warnings():  # "Constant(s) may be too high": we clip below, as the env does
+            warnings.simplefilter("ignore", UserWarning)
+            action = np.asarray(self._policy.get_action(self._robot.raw_state), dtype=np.float32)
         if self._noise > 0:
             action = action + self._rng.normal(0.0, self._noise, size=action.shape).astype(np.float32)
         return np.clip(action, self._robot.action_low, self._robot.action_high)

@@ -1,0 +1,93 @@
+"""The real DAG: `dvc repro` in a temporary git repo with the project's dvc.yaml and tiny params."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "profile": {"name": "test-tiny", "smoke_scale": True},
+    "collect": {
+        "tasks": ["door-lock-v3"],
+        "episodes": {"expert": 2, "random": 1},
+        "episode_len": 8,
+        "action_repeat": 2,
+        "image_size": 16,
+        "camera": "corner2",
+        "expert_noise": 0.1,
+        "seed": 0,
+        "workers": 1,
+        "frames_per_shard": 64,
+    },
+    "validate": {"context_frames": 4, "action_tolerance": 1e-6},
+}
+
+
+def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = os.environ | {"PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    result = subprocess.run(["dvc", *args], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    if check:
+        assert result.returncode == 0, f"dvc {args}: {result.stdout}\n{result.stderr}"
+    return result
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("w4rl_core", "pipelines"):
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
+    (repo / "params.yaml").write_text(yaml.safe_dump(TINY))
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    dvc(repo, "init", "-q")
+    return repo
+
+
+def test_repro_collects_validates_and_second_run_is_a_fast_no_op(repo):
+    first = dvc(repo, "repro")
+    assert "SMOKE-SCALE" in first.stdout + first.stderr
+    assert (repo / "data/episodes/door-lock-v3/expert.zarr/zarr.json").exists()
+    assert (repo / "data/episodes/door-lock-v3/random.zarr/zarr.json").exists()
+    metrics = json.loads((repo / "metrics/data.json").read_text())
+    assert metrics["valid"] and metrics["episodes"] == 3 and metrics["frames"] == 24 and metrics["smoke_scale"]
+    assert json.loads((repo / "reports/validation.json").read_text())["ok"]
+
+    start = time.perf_counter()
+    second = dvc(repo, "repro")
+    elapsed = time.perf_counter() - start
+    assert "Data and pipelines are up to date" in second.stdout
+    assert elapsed < 15, f"no-op repro took {elapsed:.1f}s"
+
+    # A new task collects only that task's stores.
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["collect"]["tasks"].append("soccer-v3")
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    third = dvc(repo, "repro")
+    assert "Stage 'collect@door-lock-v3-expert' didn't change, skipping" in third.stdout
+    assert "Running stage 'collect@soccer-v3-expert'" in third.stdout
+
+
+def test_invalid_data_fails_the_pipeline_with_field_and_episode(repo):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["validate"]["context_frames"] = 10  # episodes of 8 steps are now too short
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    result = dvc(repo, "repro", check=False)
+    assert result.returncode != 0
+    assert "meta/episode_ends episode 0" in result.stdout and "shorter than T+1 = 11" in result.stdout
+    report = json.loads((repo / "reports/validation.json").read_text())
+    assert report["ok"] is False
+    assert not (repo / "metrics/data.json").exists() or not json.loads((repo / "metrics/data.json").read_text())["valid"]
