@@ -19,7 +19,11 @@ $(STAMP): requirements.lock pyproject.toml infra/setup.sh
 	bash infra/setup.sh
 	touch $@
 
+# `make repro PROFILE=gpu` switches params.yaml to profiles/gpu.yaml first (a visible git diff).
 repro: setup
+ifdef PROFILE
+	cp profiles/$(PROFILE).yaml params.yaml
+endif
 	$(BIN)/dvc repro
 
 test: setup
