@@ -68,17 +68,25 @@ def collect(
 
 @data_app.command("validate")
 def data_validate(
-    paths: Annotated[list[str], typer.Argument(help="Stores or directories holding *.zarr stores.")],
+    paths: Annotated[Optional[list[str]], typer.Argument(help="Stores or directories holding *.zarr stores.")] = None,
+    from_params: Annotated[
+        Optional[str],
+        typer.Option(help="Validate the stores params.yaml says the pipeline writes under this directory."),
+    ] = None,
     report: Annotated[Optional[str], typer.Option(help="Write the JSON report here.")] = "reports/validation.json",
     metrics: Annotated[Optional[str], typer.Option(help="Write summary metrics (JSON) here.")] = None,
     params: ParamsOpt = DEFAULT_PARAMS,
 ) -> None:
     """Check stores against the schemas. Exit 0 if all are valid, 1 otherwise (report names each problem)."""
     from pipelines.stages import validate as stage
+    from pipelines.stages.collect import expected_stores
 
     p = _params(params)
     typer.echo(p.profile.banner, err=True)
-    result = stage.run(p, paths, report, metrics)
+    targets = list(paths or []) + (expected_stores(p, from_params) if from_params else [])
+    if not targets:
+        raise typer.BadParameter("give store paths or --from-params DIR")
+    result = stage.run(p, targets, report, metrics)
     for store in result["stores"]:
         status = "ok" if store["ok"] else "INVALID"
         typer.echo(f"{status}: {store['url']}")

@@ -63,3 +63,19 @@ def test_collect_cli_rejects_unknown_task(tmp_path):
     result = runner.invoke(app, ["collect", "--task", "nope", "--kind", "expert", "--out", str(tmp_path / "x.zarr"),
                                  "--params", str(ROOT / "params.yaml")])
     assert result.exit_code == 2 and "unknown Meta-World task 'nope'" in result.output
+
+
+def test_validate_from_params_checks_exactly_the_pipeline_stores(tmp_path, tiny_store):
+    import shutil
+
+    root = tmp_path / "episodes"
+    (root / "coffee-pull-v3").mkdir(parents=True)
+    shutil.copytree(tiny_store.url, root / "coffee-pull-v3" / "expert.zarr")
+    shutil.copytree(tiny_store.url, root / "old-task.zarr")  # a store no longer in params: ignored
+    params = tmp_path / "params.yaml"
+    params.write_text("collect:\n  tasks: [coffee-pull-v3, door-lock-v3]\n  episodes: {expert: 2, random: 0}\n")
+    result = runner.invoke(app, ["data", "validate", "--from-params", str(root), "--params", str(params),
+                                 "--report", str(tmp_path / "r.json")])
+    assert result.exit_code == 1  # door-lock-v3/expert.zarr is expected but missing
+    assert "ok: " + str(root / "coffee-pull-v3" / "expert.zarr") in result.output
+    assert "door-lock-v3/expert.zarr: store" in result.output and "old-task" not in result.output

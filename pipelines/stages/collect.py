@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from pipelines.params import Params
 from w4rl_core.data.collect import CollectConfig, PolicyFactory, collect
+
+
+def store_path(root: str, task: str, kind: str) -> str:
+    """Where the pipeline keeps the store of one (task, kind); dvc.yaml uses the same pattern."""
+    return f"{root}/{task}/{kind}.zarr"
+
+
+def expected_stores(params: Params, root: str) -> list[str]:
+    """The stores the current params.yaml produces (kinds with a positive episode count)."""
+    return [
+        store_path(root, task, kind)
+        for task in params.collect.tasks
+        for kind, n in params.collect.episodes.items()
+        if n > 0
+    ]
 
 
 def run(
@@ -36,6 +50,5 @@ def run(
         workers=p.workers,
         frames_per_shard=p.frames_per_shard,
     )
-    Path(out).parent.mkdir(parents=True, exist_ok=True) if "://" not in out else None
     summary = collect(config, out, policy_factory=policy_factory, progress=progress)
     return summary | {"profile": params.profile.name, "smoke_scale": params.profile.smoke_scale}
