@@ -21,6 +21,11 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Inspect, validate and compare episode stores.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+train_app = typer.Typer(help="Train models (world model; policy and classifier arrive with their stages).",
+                        no_args_is_help=True)
+app.add_typer(train_app, name="train")
+eval_app = typer.Typer(help="Evaluate models.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="Parameters file.")]
 
@@ -140,6 +145,35 @@ def data_drift(
         f"{summary['drifted_columns']:.0f} of {len(summary['columns'])} features drifted "
         f"({summary['reference_episodes']} vs {summary['current_episodes']} episodes); report: {out / 'drift.html'}"
     )
+
+
+DeviceOpt = Annotated[Optional[str], typer.Option(help="cpu | cuda | cuda:N (default: params, auto = CUDA if present).")]
+
+
+@train_app.command("world-model")
+def train_world_model(params: ParamsOpt = DEFAULT_PARAMS, device: DeviceOpt = None) -> None:
+    """Train the EDM world model on all validated stores; resumes from data/checkpoints after a kill."""
+    from pipelines.stages import world_model as stage
+
+    p = _params(params)
+    typer.echo(p.profile.banner, err=True)
+    summary = stage.train(p, device, progress=sys.stderr.isatty())
+    typer.echo(json.dumps(summary))
+
+
+@eval_app.command("fidelity")
+def eval_fidelity(params: ParamsOpt = DEFAULT_PARAMS, device: DeviceOpt = None) -> None:
+    """Open-loop rollouts on held-out episodes: PSNR/SSIM per step vs copying the last frame."""
+    from pipelines.stages import world_model as stage
+
+    p = _params(params)
+    typer.echo(p.profile.banner, err=True)
+    m = stage.fidelity(p, device)
+    for name in ("model", "copy_last_frame"):
+        psnr, ssim = m[name]["psnr"], m[name]["ssim"]
+        cells = "  ".join(f"{h}: {psnr[h]:.2f} dB / {ssim[h]:.3f}" for h in psnr)
+        typer.echo(f"{name:<16} PSNR/SSIM  {cells}")
+    typer.echo(f"metrics: {stage.FIDELITY_METRICS}; report, strips and GIFs: {stage.FIDELITY_REPORT}/")
 
 
 def main() -> None:  # pragma: no cover - console entry point

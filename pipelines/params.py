@@ -68,13 +68,87 @@ class ValidateParams:
 
 
 @dataclass(frozen=True)
+class WorldModelParams:
+    """The world model, its training and its data split (docs/params.md)."""
+
+    image_size: int = 32  # frames are resized to this on load; stores keep collect.image_size
+    context_frames: int = 4
+    action_encoding: str = "two_hot"
+    action_bins: int = 21
+    channels: tuple[int, ...] = (32, 32, 64, 64)
+    layers_per_block: int = 1
+    norm_groups: int = 8
+    val_fraction: float = 0.2
+    split_seed: int = 0
+    edm: dict[str, Any] = field(default_factory=dict)
+    sampler: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channels", tuple(self.channels))
+        self.train_config()  # validate nested sections now, not at the end of collection
+        self.model_config((-1.0,), (1.0,))
+
+    def model_config(self, action_low, action_high):
+        from w4rl_core.models.edm import EDMConfig
+        from w4rl_core.models.sampler import SamplerConfig
+        from w4rl_core.models.unet import UNetConfig
+        from w4rl_core.models.world_model import WorldModelConfig
+
+        return WorldModelConfig(
+            action_low=tuple(action_low),
+            action_high=tuple(action_high),
+            unet=UNetConfig(
+                image_size=self.image_size,
+                context_frames=self.context_frames,
+                channels=self.channels,
+                layers_per_block=self.layers_per_block,
+                norm_groups=self.norm_groups,
+            ),
+            edm=EDMConfig(**self.edm),
+            sampler=SamplerConfig(**self.sampler),
+            action_encoding=self.action_encoding,
+            action_bins=self.action_bins,
+        )
+
+    def train_config(self):
+        from w4rl_core.train.world_model import WorldModelTrainConfig
+
+        return WorldModelTrainConfig(**self.train)
+
+
+@dataclass(frozen=True)
+class FidelityParams:
+    horizon: int = 16
+    episodes: int = 8
+    strips: int = 2
+    seed: int = 0
+
+    def config(self):
+        from w4rl_core.eval.fidelity import FidelityConfig
+
+        return FidelityConfig(horizon=self.horizon, episodes=self.episodes, strips=self.strips, seed=self.seed)
+
+    def __post_init__(self) -> None:
+        self.config()
+
+
+@dataclass(frozen=True)
 class Params:
     profile: ProfileParams
     collect: CollectParams
     validate: ValidateParams
+    world_model: WorldModelParams
+    fidelity: FidelityParams
 
 
-_SECTIONS = {"profile": ProfileParams, "collect": CollectParams, "validate": ValidateParams}
+_SECTIONS = {
+    "profile": ProfileParams,
+    "collect": CollectParams,
+    "validate": ValidateParams,
+    "world_model": WorldModelParams,
+    "fidelity": FidelityParams,
+}
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:

@@ -1,0 +1,49 @@
+"""DVC stages `train_world_model` and `eval_fidelity`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipelines.params import Params
+from pipelines.stages.collect import expected_stores
+from w4rl_core.data.windows import FrameWindows, load_windows
+
+EPISODES_DIR = "data/episodes"
+MODEL_DIR = "data/models/world_model"
+CHECKPOINT_DIR = "data/checkpoints/world_model"  # resumable state; not a DVC output
+LOSS_CURVE = "plots/world_model_loss.csv"
+FIDELITY_METRICS = "metrics/fidelity.json"
+FIDELITY_REPORT = "reports/fidelity"
+
+
+def load_split(params: Params) -> tuple[FrameWindows, FrameWindows]:
+    wm = params.world_model
+    return load_windows(expected_stores(params, EPISODES_DIR), wm.image_size, wm.val_fraction, wm.split_seed)
+
+
+def train(params: Params, device: str | None = None, progress: bool = True) -> dict[str, Any]:
+    from w4rl_core.train.world_model import train_world_model
+
+    train_windows, val_windows = load_split(params)
+    model_config = params.world_model.model_config(train_windows.action_low, train_windows.action_high)
+    train_config = params.world_model.train_config()
+    if device:
+        train_config = type(train_config)(**{**train_config.__dict__, "device": device})
+    meta = {"profile": params.profile.name, "smoke_scale": params.profile.smoke_scale,
+            "tasks": list(params.collect.tasks)}
+    return train_world_model(model_config, train_config, train_windows, val_windows, MODEL_DIR, CHECKPOINT_DIR,
+                             LOSS_CURVE, meta=meta, progress=progress)
+
+
+def fidelity(params: Params, device: str | None = None) -> dict[str, Any]:
+    from w4rl_core.eval.fidelity import evaluate_fidelity
+    from w4rl_core.models.world_model import load_world_model
+    from w4rl_core.train.world_model import resolve_device
+
+    dev = resolve_device(device or params.world_model.train.get("device", "auto"))
+    model, meta = load_world_model(MODEL_DIR, dev)
+    _, val_windows = load_split(params)
+    extra = {"profile": params.profile.name, "smoke_scale": params.profile.smoke_scale,
+             "training": meta.get("training", {})}
+    return evaluate_fidelity(model, val_windows, params.fidelity.config(), FIDELITY_METRICS, FIDELITY_REPORT,
+                             dev, extra)

@@ -1,0 +1,56 @@
+"""Sampling the next frame: Karras rho-schedule, Euler or Heun steps (EDM), a few steps suffice."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from w4rl_core.models.edm import Denoiser
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    steps: int = 3
+    method: Literal["euler", "heun"] = "euler"
+    sigma_min: float = 2e-3
+    sigma_max: float = 5.0
+    rho: float = 7.0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.method not in ("euler", "heun"):
+            raise ValueError("steps must be >= 1 and method 'euler' or 'heun'")
+        if not 0 < self.sigma_min < self.sigma_max or self.rho <= 0:
+            raise ValueError("need 0 < sigma_min < sigma_max and rho > 0")
+
+
+def karras_sigmas(config: SamplerConfig, device: torch.device | str = "cpu") -> torch.Tensor:
+    """steps+1 noise levels from sigma_max down to sigma_min, then a final 0."""
+    ramp = torch.linspace(0, 1, config.steps, device=device, dtype=torch.float64)
+    lo, hi = config.sigma_min ** (1 / config.rho), config.sigma_max ** (1 / config.rho)
+    sigmas = (hi + ramp * (lo - hi)) ** config.rho
+    return torch.cat([sigmas, sigmas.new_zeros(1)]).float()
+
+
+@torch.no_grad()
+def sample_next_frame(
+    denoiser: Denoiser,
+    context: torch.Tensor,
+    actions: torch.Tensor,
+    config: SamplerConfig,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """context (B,T,3,H,W) in [-1,1], actions (B,T,F) encoded -> next frame (B,3,H,W) in [-1,1]."""
+    b, _, c, h, w = context.shape
+    sigmas = karras_sigmas(config, context.device)
+    x = torch.randn(b, c, h, w, device=context.device, generator=generator) * sigmas[0]
+    for sigma, nxt in zip(sigmas[:-1], sigmas[1:]):
+        s = sigma.expand(b)
+        d = (x - denoiser.denoise(x, s, context, actions)) / sigma
+        x_next = x + d * (nxt - sigma)
+        if config.method == "heun" and nxt > 0:
+            d2 = (x_next - denoiser.denoise(x_next, nxt.expand(b), context, actions)) / nxt
+            x_next = x + (d + d2) / 2 * (nxt - sigma)
+        x = x_next
+    return x.clamp(-1, 1)

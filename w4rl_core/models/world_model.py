@@ -1,0 +1,108 @@
+"""The world model as one object: action encoder + EDM denoiser + sampler, saved as safetensors+JSON.
+
+Checkpoints are never unpickled: weights are safetensors, the configuration is JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from w4rl_core.atomic import atomic_path
+from w4rl_core.models.action_encoding import ActionEncoder, make_action_encoder
+from w4rl_core.models.edm import Denoiser, EDMConfig
+from w4rl_core.models.sampler import SamplerConfig, sample_next_frame
+from w4rl_core.models.unet import FrameUNet, UNetConfig
+
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+
+
+@dataclass(frozen=True)
+class WorldModelConfig:
+    action_low: tuple[float, ...]
+    action_high: tuple[float, ...]
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    edm: EDMConfig = field(default_factory=EDMConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    action_encoding: str = "two_hot"
+    action_bins: int = 21
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "action_low", tuple(float(v) for v in self.action_low))
+        object.__setattr__(self, "action_high", tuple(float(v) for v in self.action_high))
+        make_action_encoder(self.action_encoding, self.action_low, self.action_high, self.action_bins)
+
+    @property
+    def context_frames(self) -> int:
+        return self.unet.context_frames
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> WorldModelConfig:
+        return cls(
+            **{k: v for k, v in d.items() if k not in ("unet", "edm", "sampler")},
+            unet=UNetConfig(**d["unet"]),
+            edm=EDMConfig(**d["edm"]),
+            sampler=SamplerConfig(**d["sampler"]),
+        )
+
+
+class WorldModel(torch.nn.Module):
+    """Predicts the next frame from T frames and T actions."""
+
+    def __init__(self, config: WorldModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder: ActionEncoder = make_action_encoder(
+            config.action_encoding, config.action_low, config.action_high, config.action_bins
+        )
+        self.denoiser = Denoiser(FrameUNet(config.unet, self.encoder.features), config.edm)
+
+    def encode_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        return self.encoder.encode(actions)
+
+    def loss(self, frames: torch.Tensor, actions: torch.Tensor, generator=None) -> tuple[torch.Tensor, dict]:
+        """frames (B,T+1,3,H,W) in [-1,1]; raw actions (B,T,A)."""
+        return self.denoiser(frames, self.encode_actions(actions), generator)
+
+    @torch.no_grad()
+    def predict(
+        self,
+        context: torch.Tensor,
+        actions: torch.Tensor,
+        sampler: SamplerConfig | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """context (B,T,3,H,W) in [-1,1]; raw actions (B,T,A) -> next frame (B,3,H,W)."""
+        return sample_next_frame(
+            self.denoiser, context, self.encode_actions(actions), sampler or self.config.sampler, generator
+        )
+
+
+def save_world_model(path: str | os.PathLike[str], model: WorldModel, meta: dict[str, Any] | None = None) -> None:
+    """Write config.json + model.safetensors into a directory, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.mkdir(parents=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS_FILE))
+        (tmp / CONFIG_FILE).write_text(
+            json.dumps({"config": model.config.to_dict(), "meta": meta or {}}, indent=2, sort_keys=True)
+        )
+
+
+def load_world_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[WorldModel, dict]:
+    path = Path(path)
+    if not (path / CONFIG_FILE).exists():
+        raise FileNotFoundError(f"{path}: no {CONFIG_FILE}; is this a world-model directory (dvc pull?)")
+    raw = json.loads((path / CONFIG_FILE).read_text())
+    model = WorldModel(WorldModelConfig.from_dict(raw["config"]))
+    model.load_state_dict(load_file(str(path / WEIGHTS_FILE), device="cpu"))
+    return model.to(device).eval(), raw.get("meta", {})

@@ -1,0 +1,177 @@
+"""Training the world model: AdamW, EMA weights, gradient clipping, bf16 + channels_last on CUDA,
+periodic safetensors checkpoints and resume after a kill, seeded, loss curves for DVC plots."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch.optim.swa_utils import AveragedModel
+from tqdm import tqdm
+
+from w4rl_core.atomic import atomic_path
+from w4rl_core.data.windows import FrameWindows
+from w4rl_core.models.world_model import WorldModel, WorldModelConfig, save_world_model
+from w4rl_core.train.checkpoint import load_optimizer, load_state, optimizer_tensors, save_state
+
+
+@dataclass(frozen=True)
+class WorldModelTrainConfig:
+    steps: int = 400  # optimizer steps
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 1e-2
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    log_every: int = 10  # steps between loss-curve rows
+    val_every: int = 100  # steps between validation-loss evaluations
+    checkpoint_every: int = 100  # steps between resumable checkpoints
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+    def __post_init__(self) -> None:
+        if min(self.steps, self.batch_size, self.log_every, self.val_every, self.checkpoint_every) < 1:
+            raise ValueError("steps, batch_size, log_every, val_every and checkpoint_every must be >= 1")
+        if not 0 <= self.ema_decay < 1 or self.lr <= 0 or self.grad_clip <= 0:
+            raise ValueError("need 0 <= ema_decay < 1, lr > 0, grad_clip > 0")
+
+
+def _ema_with_warmup(decay: float):
+    """EMA whose decay ramps up as (1+n)/(10+n): a short (smoke) run is not dominated by the init."""
+
+    def avg(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
+        d = min(decay, (1 + float(num_averaged)) / (10 + float(num_averaged)))
+        return averaged * d + current * (1 - d)
+
+    return avg
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _fingerprint(*configs: Any) -> str:
+    """Identifies what a checkpoint was trained for: resume only into the same run."""
+    blob = json.dumps([asdict(c) if hasattr(c, "__dataclass_fields__") else c for c in configs], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@torch.no_grad()
+def validation_loss(model: WorldModel, windows: FrameWindows, batches: int, batch_size: int, device, seed: int = 1234) -> float:
+    """Mean loss over fixed batches (fixed windows and noise): comparable across steps."""
+    if windows.n_episodes == 0:
+        return float("nan")
+    g = torch.Generator().manual_seed(seed)
+    gd = torch.Generator(device=device).manual_seed(seed)
+    t = model.config.context_frames
+    losses = []
+    for _ in range(batches):
+        frames, actions, _ = windows.sample(batch_size, t + 1, g, device)
+        loss, _ = model.loss(frames, actions[:, :t], gd)
+        losses.append(float(loss))
+    return sum(losses) / len(losses)
+
+
+def train_world_model(
+    model_config: WorldModelConfig,
+    config: WorldModelTrainConfig,
+    train: FrameWindows,
+    val: FrameWindows,
+    out_dir: str | os.PathLike[str],
+    checkpoint_dir: str | os.PathLike[str],
+    curve_path: str | os.PathLike[str],
+    meta: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    device = resolve_device(config.device)
+    cuda = device.type == "cuda"
+    torch.manual_seed(config.seed)
+    model = WorldModel(model_config).to(device)
+    if cuda:  # channels_last + bf16 autocast: the fast path for small convs on tensor cores
+        model = model.to(memory_format=torch.channels_last)
+    ema = AveragedModel(model, avg_fn=_ema_with_warmup(config.ema_decay), use_buffers=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    batch_gen = torch.Generator().manual_seed(config.seed)
+    noise_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
+    t = model_config.context_frames
+    fingerprint = _fingerprint(model_config, config, train.n_episodes, len(train.rgb))
+
+    step, curve = 0, []
+    resumed = load_state(checkpoint_dir)
+    if resumed is not None and resumed[1].get("fingerprint") == fingerprint:
+        tensors, m = resumed
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
+        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema/")})
+        load_optimizer(opt, tensors, m["optimizer"])
+        batch_gen.set_state(tensors["rng/batch"])
+        noise_gen.set_state(tensors["rng/noise"])
+        step, curve = m["step"], m["curve"]
+    start_step = step
+
+    def checkpoint() -> None:
+        opt_tensors, opt_meta = optimizer_tensors(opt)
+        tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
+        tensors |= {f"ema/{k}": v for k, v in ema.state_dict().items()}
+        tensors |= opt_tensors | {"rng/batch": batch_gen.get_state(), "rng/noise": noise_gen.get_state().cpu()}
+        save_state(checkpoint_dir, tensors, {"fingerprint": fingerprint, "step": step, "curve": curve,
+                                             "optimizer": opt_meta})
+
+    started = time.perf_counter()
+    bar = tqdm(total=config.steps, initial=step, desc="train world model", unit="step", disable=not progress)
+    running = []
+    while step < config.steps:
+        frames, actions, _ = train.sample(config.batch_size, t + 1, batch_gen, device)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda):
+            loss, _ = model.loss(frames, actions[:, :t], noise_gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        opt.step()
+        ema.update_parameters(model)
+        step += 1
+        running.append(float(loss.detach()))
+        bar.update(1)
+        if step % config.log_every == 0 or step == config.steps:
+            row = {"step": step, "loss": sum(running) / len(running), "grad_norm": float(grad_norm)}
+            if step % config.val_every == 0 or step == config.steps:
+                row["val_loss"] = validation_loss(ema.module, val, 2, config.batch_size, device)
+            curve.append(row)
+            running = []
+            bar.set_postfix(loss=f"{row['loss']:.4f}")
+        if step % config.checkpoint_every == 0 and step < config.steps:
+            checkpoint()
+    bar.close()
+    elapsed = time.perf_counter() - started
+
+    trained_steps = step - start_step
+    summary = {
+        "steps": step,
+        "resumed_from_step": start_step,
+        "device": str(device),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "train_samples_per_s": trained_steps * config.batch_size / elapsed if trained_steps else None,
+        "final_loss": curve[-1]["loss"] if curve else None,
+        "first_loss": curve[0]["loss"] if curve else None,
+        "val_loss": next((r["val_loss"] for r in reversed(curve) if "val_loss" in r), None),
+        "train_episodes": train.n_episodes,
+        "val_episodes": val.n_episodes,
+    }
+    ema_model = ema.module.to(memory_format=torch.contiguous_format)
+    save_world_model(out_dir, ema_model, meta={**(meta or {}), "training": summary, "train_config": asdict(config)})
+    with atomic_path(curve_path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["step", "loss", "grad_norm", "val_loss"])
+            writer.writeheader()
+            writer.writerows(curve)
+    # The final model is in place: the resumable state has served its purpose.
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    return summary
