@@ -34,6 +34,7 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_data.py
+	$(BIN)/python benchmarks/bench_world_model.py
 
 clean-venv:
 	rm -rf $(VENV)

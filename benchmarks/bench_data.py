@@ -108,13 +108,18 @@ def main() -> None:
              f"{s['window_read_fps']:.0f} frames/s ({s['windows_per_s']:.0f} windows/s)"),
         ]
 
+    append_results("bench_data", rows, args.no_append)
+
+
+def append_results(name: str, rows: list[tuple[str, str]], print_only: bool = False) -> None:
+    """Print a two-column table; append it with machine, date and command to results.md."""
     table = "| benchmark | result |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
     print(table)
-    if not args.no_append:
+    if not print_only:
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         cmd = " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
         with RESULTS.open("a") as f:
-            f.write(f"\n### bench_data — {stamp}\n\nMachine: {machine()}  \nCommand: `{cmd}`\n\n{table}\n")
+            f.write(f"\n### {name} — {stamp}\n\nMachine: {machine()}  \nCommand: `{cmd}`\n\n{table}\n")
 
 
 if __name__ == "__main__":

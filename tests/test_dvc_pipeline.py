@@ -33,6 +33,16 @@ TINY = {
         "frames_per_shard": 64,
     },
     "validate": {"context_frames": 4, "action_tolerance": 1e-6},
+    "world_model": {
+        "image_size": 16,
+        "context_frames": 4,
+        "channels": [16, 16],
+        "norm_groups": 8,
+        "val_fraction": 0.2,
+        "split_seed": 0,
+        "train": {"steps": 6, "batch_size": 4, "log_every": 2, "val_every": 3, "checkpoint_every": 3, "device": "cpu"},
+    },
+    "fidelity": {"horizon": 4, "episodes": 2, "strips": 1},
 }
 
 
@@ -65,6 +75,11 @@ def test_repro_collects_validates_and_second_run_is_a_fast_no_op(repo):
     metrics = json.loads((repo / "metrics/data.json").read_text())
     assert metrics["valid"] and metrics["episodes"] == 3 and metrics["frames"] == 24 and metrics["smoke_scale"]
     assert json.loads((repo / "reports/validation.json").read_text())["ok"]
+    assert (repo / "data/models/world_model/model.safetensors").exists()
+    assert (repo / "plots/world_model_loss.csv").read_text().count("\n") == 4  # header + 3 rows
+    fidelity = json.loads((repo / "metrics/fidelity.json").read_text())
+    assert fidelity["smoke_scale"] and len(fidelity["model"]["psnr_per_step"]) == 4
+    assert (repo / "reports/fidelity/strip_0.png").exists()
 
     start = time.perf_counter()
     second = dvc(repo, "repro")
@@ -79,6 +94,7 @@ def test_repro_collects_validates_and_second_run_is_a_fast_no_op(repo):
     third = dvc(repo, "repro")
     assert "Stage 'collect@door-lock-v3-expert' didn't change, skipping" in third.stdout
     assert "Running stage 'collect@soccer-v3-expert'" in third.stdout
+    assert "Running stage 'train_world_model'" in third.stdout  # new data: the model is retrained
 
 
 def test_invalid_data_fails_the_pipeline_with_field_and_episode(repo):
@@ -90,4 +106,6 @@ def test_invalid_data_fails_the_pipeline_with_field_and_episode(repo):
     assert "meta/episode_ends episode 0" in result.stdout and "shorter than T+1 = 11" in result.stdout
     report = json.loads((repo / "reports/validation.json").read_text())
     assert report["ok"] is False
+    assert "train_world_model" not in result.stdout  # nothing downstream of a failed validation ran
+    assert not (repo / "data/models/world_model").exists()
     assert not (repo / "metrics/data.json").exists() or not json.loads((repo / "metrics/data.json").read_text())["valid"]

@@ -1,0 +1,21 @@
+"""The benchmark scripts run end to end at tiny sizes (their numbers go to results.md, not here)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args", [
+    ["benchmarks/bench_world_model.py", "--image-size", "16", "--channels", "16,16", "--batches", "2",
+     "--sampler-steps", "1", "--train-batch", "2", "--iters", "1", "--no-append"],
+    ["benchmarks/bench_data.py", "--episodes", "2", "--frames", "200", "--image-size", "16", "--no-append"],
+])
+def test_benchmark_runs(args):
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "| benchmark | result |" in result.stdout

@@ -1,0 +1,131 @@
+"""World model training (overfit, resume after a kill), checkpoint round trip, fidelity, ImaginedEnv."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_episode, tiny_layout
+from w4rl_core.data.store import EpisodeStore
+from w4rl_core.data.windows import load_windows
+from w4rl_core.eval.fidelity import FidelityConfig, evaluate_fidelity
+from w4rl_core.imagine.env import ImaginedEnv
+from w4rl_core.models.unet import UNetConfig
+from w4rl_core.models.world_model import WorldModel, WorldModelConfig, load_world_model, save_world_model
+from w4rl_core.train import world_model as trainer
+from w4rl_core.train.world_model import WorldModelTrainConfig, train_world_model
+
+
+def _smooth_episode(i: int, length: int = 14):
+    """A moving bright square driven by the action: learnable, unlike random pixels."""
+    ep = make_episode(length, seed=i)
+    rgb = np.full((length, 16, 16, 3), 40, np.uint8)
+    x = 2 + (i % 4)
+    for t in range(length):
+        ep.action[t] = [0.5, 0.0, 0.0, 0.0]
+        pos = min(12, x + t // 2)
+        rgb[t, 5:10, pos : pos + 4] = 220
+    ep.rgb = rgb
+    return ep
+
+
+@pytest.fixture(scope="module")
+def windows(tmp_path_factory):
+    path = tmp_path_factory.mktemp("wm") / "s.zarr"
+    EpisodeStore.create(path, tiny_layout()).append(_smooth_episode(i) for i in range(8))
+    return load_windows([str(path)], image_size=16, val_fraction=0.25, seed=0)
+
+
+def _config(**unet):
+    return WorldModelConfig(action_low=(-1.0,) * 4, action_high=(1.0,) * 4,
+                            unet=UNetConfig(image_size=16, context_frames=2, channels=(16, 32), **unet))
+
+
+def test_overfit_tiny_dataset_loss_falls(windows, tmp_path):
+    train, val = windows
+    cfg = WorldModelTrainConfig(steps=120, batch_size=16, lr=1e-3, log_every=10, val_every=60, checkpoint_every=1000)
+    summary = train_world_model(_config(), cfg, train, val, tmp_path / "m", tmp_path / "ck", tmp_path / "c.csv",
+                                progress=False)
+    assert summary["final_loss"] < 0.35 * summary["first_loss"], summary
+    assert summary["val_loss"] < 0.5
+    assert (tmp_path / "m/model.safetensors").exists() and not (tmp_path / "ck").exists()
+    assert (tmp_path / "c.csv").read_text().startswith("step,loss,grad_norm,val_loss")
+
+
+def test_resume_after_kill_gives_the_uninterrupted_result(windows, tmp_path, monkeypatch):
+    train, val = windows
+    cfg = WorldModelTrainConfig(steps=20, batch_size=4, log_every=5, val_every=100, checkpoint_every=10)
+    train_world_model(_config(), cfg, train, val, tmp_path / "a", tmp_path / "cka", tmp_path / "a.csv", progress=False)
+
+    real_loss = trainer.WorldModel.loss
+    calls = {"n": 0}
+
+    def dying_loss(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 15:
+            raise KeyboardInterrupt  # killed at step 15; the last checkpoint is step 10
+        return real_loss(self, *args, **kwargs)
+
+    monkeypatch.setattr(trainer.WorldModel, "loss", dying_loss)
+    with pytest.raises(KeyboardInterrupt):
+        train_world_model(_config(), cfg, train, val, tmp_path / "b", tmp_path / "ckb", tmp_path / "b.csv", progress=False)
+    assert not (tmp_path / "b").exists()  # no half-written model
+    monkeypatch.setattr(trainer.WorldModel, "loss", real_loss)
+    summary = train_world_model(_config(), cfg, train, val, tmp_path / "b", tmp_path / "ckb", tmp_path / "b.csv",
+                                progress=False)
+    assert summary["resumed_from_step"] == 10
+    a, _ = load_world_model(tmp_path / "a")
+    b, _ = load_world_model(tmp_path / "b")
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(pa, pb), name
+    assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
+
+
+def test_checkpoint_round_trip_is_safetensors_and_json(tmp_path):
+    torch.manual_seed(0)
+    model = WorldModel(_config()).eval()
+    save_world_model(tmp_path / "m", model, meta={"note": "x"})
+    loaded, meta = load_world_model(tmp_path / "m")
+    assert meta == {"note": "x"}
+    assert json.loads((tmp_path / "m/config.json").read_text())["config"]["action_encoding"] == "two_hot"
+    ctx, act = torch.rand(2, 2, 3, 16, 16) * 2 - 1, torch.rand(2, 2, 4) * 2 - 1
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    assert torch.equal(model.predict(ctx, act, generator=g1), loaded.predict(ctx, act, generator=g2))
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_world_model(tmp_path / "nothing")
+
+
+def test_fidelity_metrics_report_and_visuals(windows, tmp_path):
+    _, val = windows
+    torch.manual_seed(0)
+    model = WorldModel(_config()).eval()
+    m = evaluate_fidelity(model, val, FidelityConfig(horizon=8, episodes=4, strips=1, report_horizons=(1, 8)),
+                          tmp_path / "fid.json", tmp_path / "rep")
+    assert m["episodes"] == 2 and len(m["model"]["psnr_per_step"]) == 8
+    assert set(m["model"]["psnr"]) == {"h1", "h8", "mean"}
+    # An untrained model loses to copying the last frame: the comparison can fail.
+    assert m["beats_copy_last_frame"]["psnr_mean"] is False
+    assert json.loads((tmp_path / "fid.json").read_text())["horizon"] == 8
+    assert {"imagined_vs_real.html", "strip_0.png", "rollout_0.gif"} <= {p.name for p in (tmp_path / "rep").iterdir()}
+    with pytest.raises(ValueError, match="lower fidelity.horizon"):
+        evaluate_fidelity(model, val, FidelityConfig(horizon=40), tmp_path / "x.json", tmp_path / "x")
+
+
+def test_imagined_env_is_batched_seeded_and_frozen(windows):
+    train, _ = windows
+    torch.manual_seed(0)
+    model = WorldModel(_config())
+    env = ImaginedEnv(model, train, n_envs=3, reward_fn=lambda f: (f.mean(dim=(1, 2, 3)) > -2).float())
+    obs = env.reset(seed=5)
+    assert obs.shape == (3, 3, 16, 16)
+    nxt, info = env.step(torch.full((3, 4), 3.0))  # clipped to the bounds
+    assert nxt.shape == (3, 3, 16, 16) and info["success"].all() and info["reward"].shape == (3,)
+    assert all(not p.requires_grad for p in model.parameters())
+    again = env.reset(seed=5)
+    assert torch.equal(obs, again)
+    assert torch.equal(env.step(torch.full((3, 4), 1.0))[0], nxt)
+    with pytest.raises(ValueError, match="no real episode"):
+        ImaginedEnv(model, train, n_envs=1, tasks=["hammer-v3"])
