@@ -52,8 +52,9 @@ def collect(
     kind: Annotated[str, typer.Option(help="expert | random | policy")],
     out: Annotated[str, typer.Option(help="Output store: a local path or s3://bucket/prefix.zarr")],
     episodes: Annotated[Optional[int], typer.Option(help="Override collect.episodes.<kind>.")] = None,
+    policy: Annotated[Optional[str], typer.Option(help="For --kind policy/eval: a saved policy directory.")] = None,
     policy_factory: Annotated[
-        Optional[str], typer.Option(help="For --kind policy: 'module:function' building a policy.")
+        Optional[str], typer.Option(help="For --kind policy/eval: 'module:function' building any policy.")
     ] = None,
     params: ParamsOpt = DEFAULT_PARAMS,
 ) -> None:
@@ -63,6 +64,12 @@ def collect(
     p = _params(params)
     typer.echo(p.profile.banner, err=True)
     factory = _load_factory(policy_factory) if policy_factory else None
+    if policy:
+        import functools
+
+        from w4rl_core.models.policy import policy_factory as saved_policy
+
+        factory = functools.partial(saved_policy, path=policy, deterministic=p.policy.rollout_deterministic)
     try:
         summary = stage.run(p, task, kind, out, episodes=episodes, policy_factory=factory, progress=sys.stderr.isatty())
     except (ValueError, FileExistsError) as err:
@@ -78,6 +85,7 @@ def data_validate(
         Optional[str],
         typer.Option(help="Validate the stores params.yaml says the pipeline writes under this directory."),
     ] = None,
+    kinds: Annotated[Optional[str], typer.Option(help="With --from-params: only these kinds, e.g. expert,random.")] = None,
     report: Annotated[Optional[str], typer.Option(help="Write the JSON report here.")] = "reports/validation.json",
     metrics: Annotated[Optional[str], typer.Option(help="Write summary metrics (JSON) here.")] = None,
     params: ParamsOpt = DEFAULT_PARAMS,
@@ -88,7 +96,8 @@ def data_validate(
 
     p = _params(params)
     typer.echo(p.profile.banner, err=True)
-    targets = list(paths or []) + (expected_stores(p, from_params) if from_params else [])
+    only = tuple(kinds.split(",")) if kinds else None
+    targets = list(paths or []) + (expected_stores(p, from_params, only) if from_params else [])
     if not targets:
         raise typer.BadParameter("give store paths or --from-params DIR")
     result = stage.run(p, targets, report, metrics)
@@ -174,6 +183,124 @@ def eval_fidelity(params: ParamsOpt = DEFAULT_PARAMS, device: DeviceOpt = None) 
         cells = "  ".join(f"{h}: {psnr[h]:.2f} dB / {ssim[h]:.3f}" for h in psnr)
         typer.echo(f"{name:<16} PSNR/SSIM  {cells}")
     typer.echo(f"metrics: {stage.FIDELITY_METRICS}; report, strips and GIFs: {stage.FIDELITY_REPORT}/")
+
+
+TaskOpt = Annotated[str, typer.Option(help="Meta-World v3 task, one of collect.tasks.")]
+
+
+def _policy_params(params: Path, device: Optional[str]):
+    from pipelines.stages.policy import with_device
+
+    p = _params(params)
+    typer.echo(p.profile.banner, err=True)
+    return with_device(p, device)
+
+
+@train_app.command("bc")
+def train_bc(task: TaskOpt, params: ParamsOpt = DEFAULT_PARAMS, device: DeviceOpt = None) -> None:
+    """Behaviour cloning: Gaussian image policy fitted to the task's expert episodes."""
+    from pipelines.stages import policy as stage
+
+    typer.echo(json.dumps(stage.train_bc(_policy_params(params, device), task, progress=sys.stderr.isatty())))
+
+
+@train_app.command("reward")
+def train_reward(task: TaskOpt, params: ParamsOpt = DEFAULT_PARAMS, device: DeviceOpt = None) -> None:
+    """Success classifier on the task's expert and BC-rollout frames; precision/recall/F1 held out."""
+    from pipelines.stages import policy as stage
+
+    typer.echo(json.dumps(stage.train_reward(_policy_params(params, device), task, progress=sys.stderr.isatty())))
+
+
+@app.command()
+def refine(task: TaskOpt, params: ParamsOpt = DEFAULT_PARAMS, device: DeviceOpt = None) -> None:
+    """PPO inside the frozen world model, from the BC policy, rewarded by the frozen classifier."""
+    from pipelines.stages import policy as stage
+
+    typer.echo(json.dumps(stage.refine(_policy_params(params, device), task)))
+
+
+@app.command()
+def evaluate(params: ParamsOpt = DEFAULT_PARAMS) -> None:
+    """Success rate of BC and refined policies in the simulator, per task and overall (metrics/policy.json)."""
+    from pipelines.stages import policy as stage
+
+    m = stage.evaluate(_policy_params(params, None))
+    typer.echo(f"{'task':<20} {'BC':>14} {'refined':>14} {'imagined':>9}")
+    for task, e in m["per_task"].items():
+        typer.echo(f"{task:<20} {e['bc']['success_rate']:>6.2f} (n={e['bc']['episodes']:>3}) "
+                   f"{e['refined']['success_rate']:>6.2f} (n={e['refined']['episodes']:>3}) "
+                   f"{e['imagined_success_end']:>9.2f}")
+    o = m["overall"]
+    typer.echo(f"{'overall':<20} {o['bc']['success_rate']:>14.2f} {o['refined']['success_rate']:>14.2f}")
+
+
+robot_app = typer.Typer(help="Serve a robot over the network, or evaluate on one.", no_args_is_help=True)
+app.add_typer(robot_app, name="robot")
+TOKEN_ENV = "W4RL_ROBOT_TOKEN"
+
+
+def _token(token_file: Optional[Path], create: bool) -> str:
+    """The bridge token: $W4RL_ROBOT_TOKEN, else the token file (created 0600 when serving)."""
+    import secrets
+
+    if os.environ.get(TOKEN_ENV):
+        return os.environ[TOKEN_ENV]
+    path = token_file or Path(".w4rl/robot-token")
+    if path.exists():
+        return path.read_text().strip()
+    if not create:
+        raise typer.BadParameter(f"no token: set {TOKEN_ENV} or pass --token-file (the server writes one)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(32))
+    typer.echo(f"generated a bridge token in {path} (mode 0600); clients read it from there or ${TOKEN_ENV}",
+               err=True)
+    return path.read_text().strip()
+
+
+@robot_app.command("serve")
+def robot_serve(
+    task: TaskOpt,
+    host: Annotated[str, typer.Option(help="Address to bind; loopback unless you mean otherwise.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8765,
+    token_file: Annotated[Optional[Path], typer.Option(help="Token file (default .w4rl/robot-token).")] = None,
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Expose the Meta-World robot of TASK over HTTP (bearer token required on every request)."""
+    from w4rl_core.robots.bridge import BridgeServer
+    from w4rl_core.robots.metaworld_robot import MetaWorldConfig, MetaWorldRobot
+
+    p = _params(params)
+    c = p.collect
+    cfg = MetaWorldConfig(task=task, image_size=c.image_size, camera=c.camera, action_repeat=c.action_repeat)
+    server = BridgeServer(lambda: MetaWorldRobot(cfg), _token(token_file, create=True), host, port)
+    typer.echo(f"serving {cfg.task} on {server.url}", err=True)
+    server.run()
+
+
+@robot_app.command("evaluate")
+def robot_evaluate(
+    url: Annotated[str, typer.Option(help="Bridge address, e.g. http://127.0.0.1:8765")],
+    policy: Annotated[Path, typer.Option(help="A saved policy directory, e.g. data/models/refined/<task>.")],
+    episodes: Annotated[int, typer.Option()] = 10,
+    token_file: Annotated[Optional[Path], typer.Option()] = None,
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Success rate of a saved policy on a remote robot (the same rollout code as `evaluate`)."""
+    from w4rl_core.eval.policy_eval import evaluate_on_robot
+    from w4rl_core.models.policy import PolicyActor, load_policy
+    from w4rl_core.robots.bridge import RemoteRobot
+
+    p = _params(params)
+    robot = RemoteRobot(url, _token(token_file, create=False))
+    try:
+        actor = PolicyActor(load_policy(policy)[0], deterministic=p.evaluate.deterministic)
+        summary = evaluate_on_robot(robot, actor, episodes, p.evaluate.seed, p.collect.episode_len)
+    finally:
+        robot.close()
+    typer.echo(json.dumps({"task": robot.task, **summary}))
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -133,6 +133,74 @@ class FidelityParams:
         self.config()
 
 
+def _cnn(channels, hidden, image_size):
+    from w4rl_core.models.policy import CNNConfig
+
+    return CNNConfig(image_size=image_size, channels=tuple(channels), hidden=hidden)
+
+
+def _supervised(d: dict[str, Any]):
+    from w4rl_core.train.supervised import SupervisedConfig
+
+    return SupervisedConfig(**d)
+
+
+@dataclass(frozen=True)
+class PolicyParams:
+    """BC policy (per task). Acts on frames at world_model.image_size (what imagination produces)."""
+
+    channels: tuple[int, ...] = (16, 32, 64)
+    hidden: int = 256
+    log_std_min: float = -5.0
+    log_std_max: float = 0.0  # sigma <= e^0: World4RL's conservative exploration
+    rollout_deterministic: bool = False  # BC rollouts for data coverage sample actions
+    train: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channels", tuple(self.channels))
+        _supervised(self.train)
+
+
+@dataclass(frozen=True)
+class RewardParams:
+    """Success classifier (per task), trained on expert and BC-rollout frames."""
+
+    channels: tuple[int, ...] = (16, 32, 64)
+    hidden: int = 128
+    train: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channels", tuple(self.channels))
+        _supervised(self.train)
+
+
+@dataclass(frozen=True)
+class RefineParams:
+    """PPO inside the frozen world model (per task); keys of w4rl_core.train.ppo.PPOConfig, plus
+    the periodic real evaluation's size and seed."""
+
+    eval_episodes: int = 4
+    eval_seed: int = 777  # disjoint from evaluate.seed: periodic and final evaluations share no episode
+    ppo: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.ppo_config()
+
+    def ppo_config(self):
+        from w4rl_core.train.ppo import PPOConfig
+
+        return PPOConfig(**self.ppo)
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    episodes: int = 10  # per task and policy
+    seed: int = 100
+    deterministic: bool = True  # act with the policy mean
+    videos: int = 2  # GIFs per task and policy
+    workers: int = 0
+
+
 @dataclass(frozen=True)
 class Params:
     profile: ProfileParams
@@ -140,6 +208,16 @@ class Params:
     validate: ValidateParams
     world_model: WorldModelParams
     fidelity: FidelityParams
+    policy: PolicyParams = field(default_factory=PolicyParams)
+    reward: RewardParams = field(default_factory=RewardParams)
+    refine: RefineParams = field(default_factory=RefineParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+
+    def policy_cnn(self):
+        return _cnn(self.policy.channels, self.policy.hidden, self.world_model.image_size)
+
+    def reward_cnn(self):
+        return _cnn(self.reward.channels, self.reward.hidden, self.world_model.image_size)
 
 
 _SECTIONS = {
@@ -148,6 +226,10 @@ _SECTIONS = {
     "validate": ValidateParams,
     "world_model": WorldModelParams,
     "fidelity": FidelityParams,
+    "policy": PolicyParams,
+    "reward": RewardParams,
+    "refine": RefineParams,
+    "evaluate": EvaluateParams,
 }
 
 

@@ -69,13 +69,13 @@ def test_validate_from_params_checks_exactly_the_pipeline_stores(tmp_path, tiny_
     import shutil
 
     root = tmp_path / "episodes"
-    (root / "coffee-pull-v3").mkdir(parents=True)
-    shutil.copytree(tiny_store.url, root / "coffee-pull-v3" / "expert.zarr")
+    (root / "demos" / "coffee-pull-v3").mkdir(parents=True)
+    shutil.copytree(tiny_store.url, root / "demos" / "coffee-pull-v3" / "expert.zarr")
     shutil.copytree(tiny_store.url, root / "old-task.zarr")  # a store no longer in params: ignored
     params = tmp_path / "params.yaml"
     params.write_text("collect:\n  tasks: [coffee-pull-v3, door-lock-v3]\n  episodes: {expert: 2, random: 0}\n")
     result = runner.invoke(app, ["data", "validate", "--from-params", str(root), "--params", str(params),
                                  "--report", str(tmp_path / "r.json")])
     assert result.exit_code == 1  # door-lock-v3/expert.zarr is expected but missing
-    assert "ok: " + str(root / "coffee-pull-v3" / "expert.zarr") in result.output
+    assert "ok: " + str(root / "demos" / "coffee-pull-v3" / "expert.zarr") in result.output
     assert "door-lock-v3/expert.zarr: store" in result.output and "old-task" not in result.output

@@ -22,12 +22,12 @@ TINY = {
     "profile": {"name": "test-tiny", "smoke_scale": True},
     "collect": {
         "tasks": ["door-lock-v3"],
-        "episodes": {"expert": 2, "random": 1},
-        "episode_len": 8,
+        "episodes": {"expert": 4, "random": 1, "policy": 1},
+        "episode_len": 50,  # long enough for the expert to succeed: the classifier needs both classes
         "action_repeat": 2,
         "image_size": 16,
         "camera": "corner2",
-        "expert_noise": 0.1,
+        "expert_noise": 0.0,
         "seed": 0,
         "workers": 1,
         "frames_per_shard": 64,
@@ -43,6 +43,14 @@ TINY = {
         "train": {"steps": 6, "batch_size": 4, "log_every": 2, "val_every": 3, "checkpoint_every": 3, "device": "cpu"},
     },
     "fidelity": {"horizon": 4, "episodes": 2, "strips": 1},
+    "policy": {"channels": [8, 8], "hidden": 16, "rollout_deterministic": False,
+               "train": {"steps": 5, "batch_size": 8, "log_every": 5, "device": "cpu"}},
+    "reward": {"channels": [8, 8], "hidden": 16,
+               "train": {"steps": 5, "batch_size": 8, "log_every": 5, "device": "cpu"}},
+    "refine": {"eval_episodes": 1, "eval_seed": 7,
+               "ppo": {"iterations": 2, "n_envs": 2, "horizon": 2, "epochs": 1, "minibatches": 1,
+                       "eval_every": 2, "bc_batch": 4, "disagreement_envs": 1, "device": "cpu"}},
+    "evaluate": {"episodes": 1, "seed": 3, "videos": 1, "workers": 1},
 }
 
 
@@ -70,16 +78,23 @@ def repo(tmp_path) -> Path:
 def test_repro_collects_validates_and_second_run_is_a_fast_no_op(repo):
     first = dvc(repo, "repro")
     assert "SMOKE-SCALE" in first.stdout + first.stderr
-    assert (repo / "data/episodes/door-lock-v3/expert.zarr/zarr.json").exists()
-    assert (repo / "data/episodes/door-lock-v3/random.zarr/zarr.json").exists()
+    assert (repo / "data/episodes/demos/door-lock-v3/expert.zarr/zarr.json").exists()
+    assert (repo / "data/episodes/demos/door-lock-v3/random.zarr/zarr.json").exists()
+    assert (repo / "data/episodes/rollouts/door-lock-v3/policy.zarr/zarr.json").exists()
     metrics = json.loads((repo / "metrics/data.json").read_text())
-    assert metrics["valid"] and metrics["episodes"] == 3 and metrics["frames"] == 24 and metrics["smoke_scale"]
+    assert metrics["valid"] and metrics["episodes"] == 5 and metrics["frames"] == 250 and metrics["smoke_scale"]
     assert json.loads((repo / "reports/validation.json").read_text())["ok"]
     assert (repo / "data/models/world_model/model.safetensors").exists()
     assert (repo / "plots/world_model_loss.csv").read_text().count("\n") == 4  # header + 3 rows
     fidelity = json.loads((repo / "metrics/fidelity.json").read_text())
     assert fidelity["smoke_scale"] and len(fidelity["model"]["psnr_per_step"]) == 4
     assert (repo / "reports/fidelity/strip_0.png").exists()
+    policy = json.loads((repo / "metrics/policy.json").read_text())
+    task = policy["per_task"]["door-lock-v3"]
+    assert policy["smoke_scale"] and {"bc", "refined", "imagined_success_end", "exploitation_gap"} <= set(task)
+    assert task["bc"]["episodes"] == 1 and len(task["refined"]["ci95"]) == 2
+    assert json.loads((repo / "metrics/refine/door-lock-v3.json").read_text())["real_episodes_used"] == 1
+    assert set(json.loads((repo / "metrics/reward/door-lock-v3.json").read_text())["val"]) >= {"frames"}
 
     start = time.perf_counter()
     second = dvc(repo, "repro")
@@ -87,25 +102,24 @@ def test_repro_collects_validates_and_second_run_is_a_fast_no_op(repo):
     assert "Data and pipelines are up to date" in second.stdout
     assert elapsed < 15, f"no-op repro took {elapsed:.1f}s"
 
-    # A new task collects only that task's stores.
+    # A new task invalidates only that task's collection (and what trains on all data).
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["collect"]["tasks"].append("soccer-v3")
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
-    third = dvc(repo, "repro")
-    assert "Stage 'collect@door-lock-v3-expert' didn't change, skipping" in third.stdout
-    assert "Running stage 'collect@soccer-v3-expert'" in third.stdout
-    assert "Running stage 'train_world_model'" in third.stdout  # new data: the model is retrained
+    status = dvc(repo, "status").stdout
+    assert "collect@soccer-v3-expert:" in status and "train_world_model:" in status
+    assert "collect@door-lock-v3-expert:" not in status and "train_bc@door-lock-v3:" not in status
 
 
 def test_invalid_data_fails_the_pipeline_with_field_and_episode(repo):
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["validate"]["context_frames"] = 10  # episodes of 8 steps are now too short
+    params["validate"]["context_frames"] = 60  # episodes of 50 steps are now too short
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     result = dvc(repo, "repro", check=False)
     assert result.returncode != 0
-    assert "meta/episode_ends episode 0" in result.stdout and "shorter than T+1 = 11" in result.stdout
+    assert "meta/episode_ends episode 0" in result.stdout and "shorter than T+1 = 61" in result.stdout
     report = json.loads((repo / "reports/validation.json").read_text())
     assert report["ok"] is False
-    assert "train_world_model" not in result.stdout  # nothing downstream of a failed validation ran
+    assert "train_bc" not in result.stdout  # nothing downstream of a failed validation ran
     assert not (repo / "data/models/world_model").exists()
     assert not (repo / "metrics/data.json").exists() or not json.loads((repo / "metrics/data.json").read_text())["valid"]

@@ -44,7 +44,7 @@ class CollectConfig:
     """One collection run: one task, one kind of episode. Validated at construction."""
 
     task: str
-    kind: str  # expert | random | policy
+    kind: str  # expert | random | policy | eval (eval: a policy's evaluation rollouts)
     episodes: int  # number of episodes to record
     episode_len: int = 50  # recorded steps per episode (each is `action_repeat` physics steps)
     image_size: int = 64
@@ -56,8 +56,8 @@ class CollectConfig:
     frames_per_shard: int = 1024
 
     def __post_init__(self) -> None:
-        if self.kind not in ("expert", "random", "policy"):
-            raise ValueError(f"collect kind must be expert, random or policy, got {self.kind!r}")
+        if self.kind not in ("expert", "random", "policy", "eval"):
+            raise ValueError(f"collect kind must be expert, random, policy or eval, got {self.kind!r}")
         if self.episodes < 1 or self.episode_len < 2:
             raise ValueError("episodes must be >= 1 and episode_len >= 2")
         if self.expert_noise < 0 or self.workers < 0:
@@ -123,7 +123,7 @@ def _make_policy(robot: MetaWorldRobot, config: CollectConfig, factory: PolicyFa
     if config.kind == "random":
         return RandomPolicy(robot.action_low, robot.action_high, seed)
     if factory is None:
-        raise ValueError("collect kind 'policy' needs a policy factory")
+        raise ValueError(f"collect kind {config.kind!r} needs a policy factory")
     return factory(robot, seed)
 
 
@@ -164,8 +164,8 @@ def collect(
     A local ``out`` is written to a temporary sibling and renamed into place when complete; an
     ``s3://`` one is marked complete only by its last write (see EpisodeStore).
     """
-    if config.kind == "policy" and policy_factory is None:
-        raise ValueError("collect kind 'policy' needs a policy factory")
+    if config.kind in ("policy", "eval") and policy_factory is None:
+        raise ValueError(f"collect kind {config.kind!r} needs a policy factory")
     # Action bounds and state size come from the simulator itself, not from our assumptions.
     robot_info = MetaWorldRobot(config.robot_config())
     layout = StoreLayout(

@@ -50,6 +50,11 @@ class ImaginedEnv:
         self._actions: torch.Tensor | None = None
         self._gen = torch.Generator(device=self.device)
 
+    @property
+    def observation_shape(self) -> tuple[int, int, int]:
+        size = self.model.config.unet.image_size
+        return (3, size, size)
+
     def reset(self, seed: int) -> torch.Tensor:
         rng = np.random.default_rng(seed)
         self._gen.manual_seed(seed)
@@ -60,14 +65,24 @@ class ImaginedEnv:
         return frames[:, -1]
 
     @torch.no_grad()
-    def step(self, action: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def step(self, action: torch.Tensor, spread_envs: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One imagined step. With spread_envs = k > 0, the first k envs' next frame is sampled again
+        with other noise and info["disagreement"] holds the mean absolute difference (in [0, 2]):
+        the world model's own uncertainty, an early warning when the policy leaves its support."""
         if self._frames is None:
             raise RuntimeError("reset() first")
         action = torch.as_tensor(action, dtype=torch.float32, device=self.device)
         action = torch.maximum(torch.minimum(action, self.action_high), self.action_low)
         actions = torch.cat([self._actions, action[:, None]], dim=1)
-        nxt = self.model.predict(self._frames, actions, self.sampler, self._gen)
-        self._frames = torch.cat([self._frames[:, 1:], nxt[:, None]], dim=1)
+        context = self._frames
+        nxt = self.model.predict(context, actions, self.sampler, self._gen)
+        info: dict[str, torch.Tensor] = {}
+        if spread_envs > 0:
+            k = min(spread_envs, self.n_envs)
+            other = self.model.predict(context[:k], actions[:k], self.sampler, self._gen)
+            info["disagreement"] = (other - nxt[:k]).abs().mean()
+        self._frames = torch.cat([context[:, 1:], nxt[:, None]], dim=1)
         self._actions = actions[:, 1:]
         prob = self.reward_fn(nxt) if self.reward_fn is not None else torch.zeros(self.n_envs, device=self.device)
-        return nxt, {"success": prob > 0.5, "reward": prob}
+        info |= {"success": prob > 0.5, "reward": prob}
+        return nxt, info

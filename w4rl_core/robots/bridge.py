@@ -1,0 +1,167 @@
+"""A robot over the network: an HTTP bridge serving any Robot, and RemoteRobot, its client.
+
+The bridge binds 127.0.0.1 unless told otherwise and requires a bearer token on every request
+(compared in constant time). Requests are validated by pydantic: a malformed action (wrong length,
+non-numeric, NaN/inf, outside the bounds) is rejected with a 422 naming the field, and the robot is
+never touched. All robot calls run on one dedicated thread: MuJoCo's GL context belongs to the
+thread that created it, and a physical robot takes one command at a time.
+"""
+
+# No `from __future__ import annotations` here: FastAPI must see the request models (defined inside
+# create_app, where the action bounds are known) as real classes, not strings it cannot resolve.
+import asyncio
+import base64
+import hmac
+import math
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from w4rl_core.robots.protocol import Observation, Robot
+
+TOKEN_MIN_LENGTH = 16
+
+
+def encode_obs(obs: Observation) -> dict[str, Any]:
+    rgb = np.ascontiguousarray(obs.rgb, dtype=np.uint8)
+    return {"rgb": base64.b64encode(rgb.tobytes()).decode(), "shape": list(rgb.shape),
+            "state": [float(v) for v in obs.state]}
+
+
+def decode_obs(d: dict[str, Any]) -> Observation:
+    rgb = np.frombuffer(base64.b64decode(d["rgb"]), dtype=np.uint8).reshape(d["shape"])
+    return Observation(rgb=rgb.copy(), state=np.asarray(d["state"], dtype=np.float32))
+
+
+def create_app(robot_factory: Callable[[], Robot], token: str):
+    """A FastAPI app serving the robot built by `robot_factory` (called on the robot thread)."""
+    from fastapi import Depends, FastAPI, Header, HTTPException, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from pydantic import BaseModel, field_validator
+
+    if len(token) < TOKEN_MIN_LENGTH:
+        raise ValueError(f"the bridge token must have at least {TOKEN_MIN_LENGTH} characters")
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="robot")
+    robot: Robot = executor.submit(robot_factory).result()
+    low, high = np.asarray(robot.action_low, np.float64), np.asarray(robot.action_high, np.float64)
+
+    class ResetRequest(BaseModel):
+        seed: int
+
+    class StepRequest(BaseModel):
+        action: list[float]
+
+        @field_validator("action")
+        @classmethod
+        def check_action(cls, v: list[float]) -> list[float]:
+            if len(v) != len(low):
+                raise ValueError(f"action must have {len(low)} values, got {len(v)}")
+            if not all(math.isfinite(x) for x in v):
+                raise ValueError("action values must be finite numbers")
+            if any(x < lo - 1e-6 or x > hi + 1e-6 for x, lo, hi in zip(v, low, high)):
+                raise ValueError(f"action outside the bounds {low.tolist()} .. {high.tolist()}")
+            return v
+
+    def authorized(authorization: str = Header(default="")) -> None:
+        scheme, _, given = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
+            raise HTTPException(status_code=401, detail="missing or wrong bearer token",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    app = FastAPI(title="w4rl robot bridge", dependencies=[Depends(authorized)])
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # Name the field and the problem, without echoing the input: it may hold NaN, which JSON
+        # cannot encode (FastAPI's default handler would answer 500 instead of 422).
+        errors = [{"field": ".".join(str(p) for p in e["loc"]), "error": e["msg"]} for e in exc.errors()]
+        return JSONResponse(status_code=422, content={"detail": errors})
+
+    async def on_robot(fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+
+    @app.get("/info")
+    async def info() -> dict[str, Any]:
+        return {"task": robot.task, "action_low": low.tolist(), "action_high": high.tolist()}
+
+    @app.post("/reset")
+    async def reset(req: ResetRequest) -> dict[str, Any]:
+        return {"obs": encode_obs(await on_robot(robot.reset, req.seed))}
+
+    @app.post("/step")
+    async def step(req: StepRequest) -> dict[str, Any]:
+        obs, info = await on_robot(robot.step, np.asarray(req.action, dtype=np.float32))
+        return {"obs": encode_obs(obs), "info": {"success": bool(info["success"]), "reward": float(info["reward"])}}
+
+    @app.on_event("shutdown")
+    def close() -> None:
+        executor.submit(robot.close).result()
+        executor.shutdown()
+
+    return app
+
+
+class BridgeServer:
+    """Runs the bridge with uvicorn in a background thread (tests, notebooks) or in the foreground."""
+
+    def __init__(self, robot_factory: Callable[[], Robot], token: str, host: str = "127.0.0.1", port: int = 8765):
+        import uvicorn
+
+        self.url = f"http://{host}:{port}"
+        self._server = uvicorn.Server(uvicorn.Config(create_app(robot_factory, token), host=host, port=port,
+                                                     log_level="warning"))
+        self._thread: threading.Thread | None = None
+
+    def run(self) -> None:
+        self._server.run()
+
+    def start(self, timeout: float = 30.0) -> "BridgeServer":
+        import time
+
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError(f"robot bridge did not start on {self.url}")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        if self._thread:
+            self._thread.join(timeout=30)
+
+
+class RemoteRobot:
+    """The Robot protocol over the bridge: evaluation code drives it like the simulator."""
+
+    def __init__(self, url: str, token: str, timeout: float = 60.0) -> None:
+        import httpx
+
+        self._client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
+        info = self._call("GET", "/info")
+        self.task: str = info["task"]
+        self.action_low = np.asarray(info["action_low"], dtype=np.float32)
+        self.action_high = np.asarray(info["action_high"], dtype=np.float32)
+
+    def _call(self, method: str, path: str, body: dict | None = None) -> dict[str, Any]:
+        r = self._client.request(method, path, json=body)
+        if r.status_code != 200:
+            raise RuntimeError(f"robot bridge {method} {path}: HTTP {r.status_code}: {r.text}")
+        return r.json()
+
+    def reset(self, seed: int) -> Observation:
+        return decode_obs(self._call("POST", "/reset", {"seed": int(seed)})["obs"])
+
+    def step(self, action: np.ndarray) -> tuple[Observation, dict[str, Any]]:
+        action = np.clip(np.asarray(action, dtype=np.float32), self.action_low, self.action_high)
+        out = self._call("POST", "/step", {"action": [float(a) for a in action]})
+        return decode_obs(out["obs"]), out["info"]
+
+    def close(self) -> None:
+        self._client.close()
