@@ -303,6 +303,98 @@ def robot_evaluate(
     typer.echo(json.dumps({"task": robot.task, **summary}))
 
 
+registry_app = typer.Typer(help="Promoted policies: immutable records with lineage.", no_args_is_help=True)
+app.add_typer(registry_app, name="registry")
+
+
+@app.command()
+def gate(params: ParamsOpt = DEFAULT_PARAMS) -> None:
+    """Apply the promotion rules to the metric files; write the decision record metrics/gate.json."""
+    from pipelines.stages import gate as stage
+
+    p = _params(params)
+    typer.echo(p.profile.banner, err=True)
+    decision = stage.gate(p)
+    for task, verdict in decision["tasks"].items():
+        typer.echo(f"{task}: {'PROMOTE' if verdict['promote'] else 'REFUSE'}")
+        for rule in verdict["rules"]:
+            typer.echo(f"  [{'pass' if rule['passed'] else 'FAIL'}] {rule['rule']}: {rule['reason']}")
+    typer.echo(f"decision record: {stage.GATE_RECORD}")
+
+
+@app.command()
+def promote(params: ParamsOpt = DEFAULT_PARAMS) -> None:
+    """Register the policies the gate passed (immutable records: weights, data and model hashes, commit)."""
+    from pipelines.stages import gate as stage
+    from w4rl_core.registry.registry import RegistryConflict
+
+    p = _params(params)
+    try:
+        records = stage.promote(p, params)
+    except (FileNotFoundError, RegistryConflict) as err:
+        typer.secho(str(err), fg="red", err=True)
+        raise typer.Exit(1) from err
+    for r in records:
+        typer.echo(f"promoted {r['policy_id']}")
+    if not records:
+        typer.echo("nothing promoted (see metrics/gate.json)")
+
+
+def _registry(params: Path):
+    from w4rl_core.registry.registry import Registry
+
+    return Registry(_params(params).registry.root)
+
+
+@registry_app.command("list")
+def registry_list(params: ParamsOpt = DEFAULT_PARAMS) -> None:
+    """Every registered policy, oldest first."""
+    for r in _registry(params).records():
+        refined = r["metrics"]["refined"]["success_rate"]
+        typer.echo(f"{r['policy_id']:<32} {r['registered_at'][:19]}  refined success {refined:.2f}"
+                   f"{'  (smoke-scale)' if r.get('smoke_scale') else ''}")
+
+
+@registry_app.command("show")
+def registry_show(policy_id: str, as_json: Annotated[bool, typer.Option("--json")] = False,
+                  params: ParamsOpt = DEFAULT_PARAMS) -> None:
+    """One record in full."""
+    try:
+        record = _registry(params).get(policy_id)
+    except KeyError as err:
+        typer.secho(str(err), fg="red", err=True)
+        raise typer.Exit(1) from err
+    typer.echo(json.dumps(record, indent=2, sort_keys=True) if as_json else yaml_dump(record))
+
+
+def yaml_dump(obj) -> str:
+    import yaml
+
+    return yaml.safe_dump(obj, sort_keys=True)
+
+
+@app.command()
+def lineage(policy_id: str, params: ParamsOpt = DEFAULT_PARAMS) -> None:
+    """The chain from a promoted policy back to its dataset versions and the commit."""
+    try:
+        r = _registry(params).get(policy_id)
+    except KeyError as err:
+        typer.secho(str(err), fg="red", err=True)
+        raise typer.Exit(1) from err
+    lin = r["lineage"]
+    typer.echo(f"policy {r['policy_id']}  (weights sha256 {r['policy_sha256']})")
+    for label, key in (("refined from", "refined_policy"), ("BC policy", "bc_policy"),
+                       ("world model", "world_model"), ("success classifier", "classifier")):
+        for path, md5 in lin.get(key, {}).items():
+            typer.echo(f"  {label:<20} {path}  md5 {md5}")
+    typer.echo("  trained on datasets:")
+    for path, md5 in sorted(lin["datasets"].items()):
+        typer.echo(f"    {path}  md5 {md5}")
+    git = r["git"]
+    typer.echo(f"  code: git commit {git['commit']}{' (with uncommitted changes)' if git['dirty'] else ''}")
+    typer.echo(f"  gate: {'passed' if r['gate']['promote'] else 'FAILED'}; registered {r['registered_at']}")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     os.environ.setdefault("MUJOCO_GL", "egl")
     app()

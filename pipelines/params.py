@@ -202,6 +202,11 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True)
+class RegistryParams:
+    root: str = "registry"  # a local directory or s3://bucket/prefix
+
+
+@dataclass(frozen=True)
 class Params:
     profile: ProfileParams
     collect: CollectParams
@@ -212,6 +217,13 @@ class Params:
     reward: RewardParams = field(default_factory=RewardParams)
     refine: RefineParams = field(default_factory=RefineParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    gate: dict[str, Any] = field(default_factory=dict)
+    registry: RegistryParams = field(default_factory=RegistryParams)
+
+    def __post_init__(self) -> None:
+        from w4rl_core.registry.gate import GateRules
+
+        GateRules(**self.gate)  # unknown or invalid rule keys fail at load time
 
     def policy_cnn(self):
         return _cnn(self.policy.channels, self.policy.hidden, self.world_model.image_size)
@@ -230,6 +242,7 @@ _SECTIONS = {
     "reward": RewardParams,
     "refine": RefineParams,
     "evaluate": EvaluateParams,
+    "registry": RegistryParams,
 }
 
 
@@ -238,7 +251,11 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
     if not path.exists():
         raise ParamsError(f"{path}: no such params file (run from the repository root)")
     raw = yaml.safe_load(path.read_text()) or {}
-    unknown = set(raw) - set(_SECTIONS)
+    unknown = set(raw) - set(_SECTIONS) - {"gate"}
     if unknown:
-        raise ParamsError(f"{path}: unknown section(s) {sorted(unknown)}; known: {sorted(_SECTIONS)}")
-    return Params(**{name: _build(cls, name, raw.get(name) or {}) for name, cls in _SECTIONS.items()})
+        raise ParamsError(f"{path}: unknown section(s) {sorted(unknown)}; known: {sorted(_SECTIONS) + ['gate']}")
+    try:
+        return Params(**{name: _build(cls, name, raw.get(name) or {}) for name, cls in _SECTIONS.items()},
+                      gate=raw.get("gate") or {})
+    except (TypeError, ValueError) as err:
+        raise ParamsError(f"{path}: section 'gate': {err}") from err

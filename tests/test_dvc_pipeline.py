@@ -51,12 +51,14 @@ TINY = {
                "ppo": {"iterations": 2, "n_envs": 2, "horizon": 2, "epochs": 1, "minibatches": 1,
                        "eval_every": 2, "bc_batch": 4, "disagreement_envs": 1, "device": "cpu"}},
     "evaluate": {"episodes": 1, "seed": 3, "videos": 1, "workers": 1},
+    # Permissive rules: the tiny models are not good; this exercises gate -> promote -> lineage.
+    "gate": {"min_psnr_mean": 0.0, "min_ssim_mean": 0.0, "min_uplift": -1.0, "min_episodes": 1},
 }
 
 
-def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def dvc(repo: Path, *args: str, check: bool = True, tool: str = "dvc") -> subprocess.CompletedProcess:
     env = os.environ | {"PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-    result = subprocess.run(["dvc", *args], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run([tool, *args], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
     if check:
         assert result.returncode == 0, f"dvc {args}: {result.stdout}\n{result.stderr}"
     return result
@@ -95,6 +97,22 @@ def test_repro_collects_validates_and_second_run_is_a_fast_no_op(repo):
     assert task["bc"]["episodes"] == 1 and len(task["refined"]["ci95"]) == 2
     assert json.loads((repo / "metrics/refine/door-lock-v3.json").read_text())["real_episodes_used"] == 1
     assert set(json.loads((repo / "metrics/reward/door-lock-v3.json").read_text())["val"]) >= {"frames"}
+
+    # gate -> promote -> lineage on the tiny policy: the chain names the dataset hashes of dvc.lock
+    gate = dvc(repo, "gate", tool="w4rl")
+    assert "door-lock-v3: PROMOTE" in gate.stdout and json.loads((repo / "metrics/gate.json").read_text())["promote_any"]
+    promoted = dvc(repo, "promote", tool="w4rl").stdout
+    policy_id = promoted.split("promoted ")[1].split()[0]
+    lineage = dvc(repo, "lineage", policy_id, tool="w4rl").stdout
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    for stage in ("collect@door-lock-v3-expert", "collect@door-lock-v3-random", "collect_policy@door-lock-v3"):
+        out = lock[stage]["outs"][0]
+        assert f"{out['path']}  md5 {out['md5']}" in lineage
+    assert lock["train_world_model"]["outs"][0]["md5"] in lineage
+    again = dvc(repo, "promote", tool="w4rl", check=False)
+    assert again.returncode == 1 and "immutable" in again.stderr
+    shown = json.loads(dvc(repo, "registry", "show", policy_id, "--json", tool="w4rl").stdout)
+    assert shown["policy_id"] == policy_id and shown["params"]["collect"]["tasks"] == ["door-lock-v3"]
 
     start = time.perf_counter()
     second = dvc(repo, "repro")

@@ -1,0 +1,131 @@
+"""Gate rules (property-style over random metrics), registry immutability (local and S3), lineage."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from w4rl_core.models.policy import CNNConfig, GaussianPolicy, PolicyConfig, save_policy
+from w4rl_core.registry.gate import GateRules, decide
+from w4rl_core.registry.lineage import task_lineage
+from w4rl_core.registry.registry import Registry, RegistryConflict
+
+TASK = "door-lock-v3"
+RULES = GateRules(min_psnr_mean=25.0, min_ssim_mean=0.5, require_beats_copy_last_frame=True, min_uplift=0.05,
+                  regression_margin=0.02, min_episodes=10)
+rate = st.floats(0, 1, allow_nan=False)
+
+
+def fidelity(psnr: float, ssim: float = 0.9, base: float = 20.0) -> dict:
+    return {"model": {"psnr": {"mean": psnr}, "ssim": {"mean": ssim}}, "copy_last_frame": {"psnr": {"mean": base}}}
+
+
+def policy(bc: float, refined: float, n: int = 20) -> dict:
+    return {"per_task": {TASK: {"bc": {"success_rate": bc, "episodes": n},
+                                "refined": {"success_rate": refined, "episodes": n}}}}
+
+
+def verdict(fid, pol, promoted=None) -> dict:
+    return decide(RULES, fid, pol, [TASK], promoted or {})["tasks"][TASK]
+
+
+@settings(max_examples=200, deadline=None)
+@given(psnr=st.floats(0, 60), ssim=st.floats(0, 1), base=st.floats(0, 60), bc=rate, refined=rate,
+       promoted=st.one_of(st.none(), rate), n=st.integers(0, 100))
+def test_gate_promotes_exactly_when_every_rule_holds(psnr, ssim, base, bc, refined, promoted, n):
+    v = verdict(fidelity(psnr, ssim, base), policy(bc, refined, n), {TASK: promoted} if promoted is not None else {})
+    expected = (psnr >= 25 and ssim >= 0.5 and psnr > base and refined - bc >= 0.05 and n >= 10
+                and (promoted is None or refined >= promoted - 0.02))
+    assert v["promote"] is expected
+    assert v["promote"] == (not v["failed_rules"])
+
+
+@settings(max_examples=100, deadline=None)
+@given(bc=rate, refined=rate)
+def test_gate_refuses_on_missing_or_malformed_metrics(bc, refined):
+    good_fid, good_pol = fidelity(40.0), policy(bc, refined)
+    for fid, pol in [(None, good_pol), (good_fid, None), ({"model": {}}, good_pol),
+                     (fidelity(float("nan")), good_pol), (good_fid, {"per_task": {}}),
+                     (good_fid, {"per_task": {TASK: {"bc": {"success_rate": "high"}, "refined": {}}}})]:
+        v = verdict(fid, pol)
+        assert v["promote"] is False
+        assert any("missing or malformed" in r["reason"] for r in v["rules"] if not r["passed"])
+
+
+@settings(max_examples=100, deadline=None)
+@given(promoted=st.floats(0.1, 1), drop=st.floats(0.021, 0.1))
+def test_gate_refuses_a_regression_against_the_promoted_policy(promoted, drop):
+    refined = promoted - drop
+    v = verdict(fidelity(40.0), policy(max(0.0, refined - 0.1), refined), {TASK: promoted})
+    assert not v["promote"] and "non_regression" in v["failed_rules"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(psnr=st.floats(0, 24.99))
+def test_gate_refuses_low_fidelity(psnr):
+    v = verdict(fidelity(psnr, base=-1.0), policy(0.1, 0.9))
+    assert not v["promote"] and v["failed_rules"] == ["fidelity_psnr"]
+
+
+def _policy_dir(tmp_path, seed=0):
+    import torch
+
+    torch.manual_seed(seed)
+    d = tmp_path / f"policy{seed}"
+    save_policy(d, GaussianPolicy(PolicyConfig((-1.0,) * 4, (1.0,) * 4, CNNConfig(image_size=16, channels=(8,)))))
+    return d
+
+
+RECORD = {"task": TASK, "metrics": {"refined": {"success_rate": 0.5}}, "lineage": {}, "git": {}, "gate": {}}
+
+
+def test_local_registry_refuses_to_overwrite(tmp_path):
+    reg = Registry(str(tmp_path / "registry"))
+    first = reg.register(_policy_dir(tmp_path), RECORD)
+    assert first["policy_id"].startswith(f"{TASK}@") and len(first["policy_sha256"]) == 64
+    with pytest.raises(RegistryConflict, match="immutable"):
+        reg.register(_policy_dir(tmp_path), RECORD)  # same weights -> same id
+    second = reg.register(_policy_dir(tmp_path, seed=1), {**RECORD, "metrics": {"refined": {"success_rate": 0.7}}})
+    assert [r["policy_id"] for r in reg.records()] == [first["policy_id"], second["policy_id"]]
+    assert reg.promoted()[TASK]["policy_id"] == second["policy_id"]
+    assert (tmp_path / "registry/policies" / first["policy_id"] / "model.safetensors").exists()
+    with pytest.raises(KeyError, match="no policy"):
+        reg.get("nope@000")
+
+
+@pytest.mark.s3
+def test_s3_registry_refuses_to_overwrite(s3_env, tmp_path):
+    reg = Registry(f"s3://{s3_env['bucket']}/registry")
+    first = reg.register(_policy_dir(tmp_path), RECORD)
+    assert reg.get(first["policy_id"])["policy_sha256"] == first["policy_sha256"]
+    with pytest.raises(RegistryConflict):
+        reg.register(_policy_dir(tmp_path), RECORD)
+    with pytest.raises(RegistryConflict):  # the conditional put itself, not only the pre-check
+        reg._store.put_new(f"records/{first['policy_id']}.json", b"{}")
+    assert json.loads(reg._store.get(f"records/{first['policy_id']}.json"))["task"] == TASK
+
+
+def test_lineage_reads_dataset_and_model_hashes_from_dvc_lock():
+    lock = yaml.safe_load("""
+stages:
+  collect@door-lock-v3-expert:
+    outs: [{path: data/episodes/demos/door-lock-v3/expert.zarr, md5: aaa.dir}]
+  collect_policy@door-lock-v3:
+    outs: [{path: data/episodes/rollouts/door-lock-v3/policy.zarr, md5: bbb.dir}]
+  train_world_model:
+    outs: [{path: data/models/world_model, md5: ccc.dir}]
+  train_reward@door-lock-v3:
+    outs: [{path: data/models/reward/door-lock-v3, md5: ddd.dir}]
+  train_reward@soccer-v3:
+    outs: [{path: data/models/reward/soccer-v3, md5: eee.dir}]
+""")
+    lin = task_lineage(lock, TASK)
+    assert lin["datasets"] == {"data/episodes/demos/door-lock-v3/expert.zarr": "aaa.dir",
+                               "data/episodes/rollouts/door-lock-v3/policy.zarr": "bbb.dir"}
+    assert lin["world_model"] == {"data/models/world_model": "ccc.dir"}
+    assert lin["classifier"] == {"data/models/reward/door-lock-v3": "ddd.dir"}
+    assert lin["bc_policy"] == {} and lin["refined_policy"] == {}

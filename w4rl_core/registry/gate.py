@@ -1,0 +1,111 @@
+"""The promotion gate: explicit rules over the metric files, one decision record per task.
+
+A rule whose input is missing or malformed fails (with the reason): the gate never promotes on
+absent evidence. Rules: world-model fidelity thresholds (shared by every task), refined success at
+least BC success + margin, and no regression against the task's currently promoted policy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class GateRules:
+    min_psnr_mean: float = 0.0  # world model: mean PSNR over the fidelity horizon (dB)
+    min_ssim_mean: float = 0.0
+    require_beats_copy_last_frame: bool = False  # world model must beat the trivial baseline (PSNR)
+    min_uplift: float = 0.0  # refined success - BC success >= this
+    min_refined_success: float = 0.0
+    regression_margin: float = 0.0  # refined >= promoted - margin
+    min_episodes: int = 1  # evaluation episodes per policy, at least
+
+    def __post_init__(self) -> None:
+        if self.min_episodes < 1 or self.regression_margin < 0:
+            raise ValueError("min_episodes must be >= 1 and regression_margin >= 0")
+
+
+def _number(d: Any, *path: str) -> float | None:
+    """d[path...] as a finite float, or None when missing/malformed."""
+    for key in path:
+        if not isinstance(d, dict) or key not in d:
+            return None
+        d = d[key]
+    if isinstance(d, bool) or not isinstance(d, (int, float)) or not math.isfinite(d):
+        return None
+    return float(d)
+
+
+def _rule(name: str, value: float | None, threshold: float | None, passed: bool | None, what: str) -> dict:
+    if value is None:
+        return {"rule": name, "passed": False, "value": None, "threshold": threshold,
+                "reason": f"{what} is missing or malformed"}
+    return {"rule": name, "passed": bool(passed), "value": value, "threshold": threshold,
+            "reason": f"{what} = {value:.4g} {'meets' if passed else 'fails'} threshold {threshold}"}
+
+
+def fidelity_rules(rules: GateRules, fidelity: dict[str, Any] | None) -> list[dict[str, Any]]:
+    psnr = _number(fidelity, "model", "psnr", "mean")
+    ssim = _number(fidelity, "model", "ssim", "mean")
+    out = [
+        _rule("fidelity_psnr", psnr, rules.min_psnr_mean, psnr is not None and psnr >= rules.min_psnr_mean,
+              "world-model mean PSNR"),
+        _rule("fidelity_ssim", ssim, rules.min_ssim_mean, ssim is not None and ssim >= rules.min_ssim_mean,
+              "world-model mean SSIM"),
+    ]
+    if rules.require_beats_copy_last_frame:
+        base = _number(fidelity, "copy_last_frame", "psnr", "mean")
+        margin = None if psnr is None or base is None else psnr - base
+        out.append(_rule("fidelity_beats_copy_last_frame", margin, 0.0, margin is not None and margin > 0,
+                         "PSNR margin over copying the last frame"))
+    return out
+
+
+def task_rules(rules: GateRules, entry: dict[str, Any] | None, promoted: float | None) -> list[dict[str, Any]]:
+    bc = _number(entry, "bc", "success_rate")
+    refined = _number(entry, "refined", "success_rate")
+    n = _number(entry, "refined", "episodes")
+    uplift = None if bc is None or refined is None else refined - bc
+    out = [
+        _rule("evaluation_episodes", n, rules.min_episodes, n is not None and n >= rules.min_episodes,
+              "refined evaluation episodes"),
+        _rule("refined_success", refined, rules.min_refined_success,
+              refined is not None and refined >= rules.min_refined_success, "refined success rate"),
+        _rule("uplift_over_bc", uplift, rules.min_uplift, uplift is not None and uplift >= rules.min_uplift,
+              "refined - BC success"),
+    ]
+    if promoted is None:
+        out.append({"rule": "non_regression", "passed": True, "value": refined, "threshold": None,
+                    "reason": "no policy of this task is promoted yet"})
+    else:
+        floor = promoted - rules.regression_margin
+        out.append(_rule("non_regression", refined, floor, refined is not None and refined >= floor,
+                         f"refined success vs promoted {promoted:.4g} - margin"))
+    return out
+
+
+def decide(
+    rules: GateRules,
+    fidelity: dict[str, Any] | None,
+    policy: dict[str, Any] | None,
+    tasks: list[str],
+    promoted: dict[str, float],
+) -> dict[str, Any]:
+    """The decision record: inputs, every rule with pass/fail and reason, and a verdict per task."""
+    shared = fidelity_rules(rules, fidelity)
+    per_task = {}
+    for task in tasks:
+        entry = policy.get("per_task", {}).get(task) if isinstance(policy, dict) else None
+        checks = shared + task_rules(rules, entry, promoted.get(task))
+        failed = [c["rule"] for c in checks if not c["passed"]]
+        per_task[task] = {"promote": not failed, "failed_rules": failed, "rules": checks,
+                          "promoted_success_before": promoted.get(task)}
+    return {
+        "rules": asdict(rules),
+        "inputs_present": {"fidelity": fidelity is not None, "policy": policy is not None},
+        "smoke_scale": bool((policy or {}).get("smoke_scale", True)),
+        "tasks": per_task,
+        "promote_any": any(t["promote"] for t in per_task.values()),
+    }

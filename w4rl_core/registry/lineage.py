@@ -1,0 +1,51 @@
+"""Lineage from dvc.lock: which dataset versions and models a pipeline run's outputs came from."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def read_lock(path: str | Path = "dvc.lock") -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no dvc.lock; run `dvc repro` first")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def stage_outputs(lock: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """{stage: {out path: md5}} for every stage of the lock file."""
+    result = {}
+    for stage, body in (lock.get("stages") or {}).items():
+        result[stage] = {o["path"]: o.get("md5", "") for o in body.get("outs", []) if "path" in o}
+    return result
+
+
+def task_lineage(lock: dict[str, Any], task: str) -> dict[str, Any]:
+    """Dataset and model versions behind the refined policy of one task."""
+    outs = stage_outputs(lock)
+
+    def pick(prefix: str) -> dict[str, str]:
+        return {p: h for s, o in outs.items() if s.startswith(prefix) for p, h in o.items()}
+
+    datasets = {p: h for p, h in pick("collect").items() if "/episodes/" in p}  # collect@* and collect_policy@*
+    return {
+        "datasets": datasets,
+        "world_model": pick("train_world_model"),
+        "classifier": pick(f"train_reward@{task}"),
+        "bc_policy": pick(f"train_bc@{task}"),
+        "refined_policy": pick(f"refine@{task}"),
+    }
+
+
+def git_commit(cwd: str | Path = ".") -> dict[str, Any]:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return {"commit": None, "dirty": None}

@@ -1,0 +1,140 @@
+"""The policy registry: immutable promotion records (and the promoted weights) in a directory or
+under an S3 prefix. A version is written once: a second write of the same id is refused, on local
+disk (hard link, which fails if the name exists) and on S3 (conditional put, If-None-Match: *)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+RECORDS, POLICIES = "records", "policies"
+
+
+class RegistryConflict(FileExistsError):
+    """The version is already registered: registry entries are immutable."""
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class _Local:
+    def __init__(self, root: str) -> None:
+        self.root = Path(root)
+
+    def put_new(self, key: str, data: bytes) -> None:
+        dest = self.root / key
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+        tmp.write_bytes(data)
+        try:
+            os.link(tmp, dest)  # atomic, and refuses an existing name: no overwrite, no half file
+        except FileExistsError as err:
+            raise RegistryConflict(f"{dest} exists: registry entries are immutable") from err
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def get(self, key: str) -> bytes:
+        return (self.root / key).read_bytes()
+
+    def list(self, prefix: str) -> list[str]:
+        base = self.root / prefix
+        return sorted(str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file()) if base.exists() else []
+
+
+class _S3:
+    def __init__(self, url: str, endpoint_url: str | None) -> None:
+        import boto3
+
+        from w4rl_core.data.storage import s3_endpoint_url
+
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self.client = boto3.client("s3", endpoint_url=endpoint_url or s3_endpoint_url())
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def put_new(self, key: str, data: bytes) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
+        except ClientError as err:
+            if err.response["Error"]["Code"] in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise RegistryConflict(f"s3://{self.bucket}/{self._key(key)} exists: entries are immutable") from err
+            raise
+
+    def get(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+
+    def list(self, prefix: str) -> list[str]:
+        keys, token = [], None
+        while True:
+            kwargs = {"Bucket": self.bucket, "Prefix": self._key(prefix)}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = self.client.list_objects_v2(**kwargs)
+            keys += [o["Key"][len(self._key("")):] for o in page.get("Contents", [])]
+            if not page.get("IsTruncated"):
+                return sorted(keys)
+            token = page["NextContinuationToken"]
+
+
+@dataclass
+class Registry:
+    """`root`: a local directory (default `registry/`) or `s3://bucket/prefix`."""
+
+    root: str
+    endpoint_url: str | None = None
+
+    def __post_init__(self) -> None:
+        self._store = _S3(self.root, self.endpoint_url) if self.root.startswith("s3://") else _Local(self.root)
+
+    def register(self, policy_dir: str | Path, record: dict[str, Any]) -> dict[str, Any]:
+        """Copy the policy's files and write its record; the id is task@<weights sha256[:12]>."""
+        policy_dir = Path(policy_dir)
+        digest = sha256_file(policy_dir / "model.safetensors")
+        policy_id = f"{record['task']}@{digest[:12]}"
+        full = {**record, "policy_id": policy_id, "policy_sha256": digest,
+                "registered_at": datetime.now(timezone.utc).isoformat()}
+        key = f"{RECORDS}/{policy_id}.json"
+        if self._store.list(key):
+            raise RegistryConflict(f"{policy_id} is already registered: registry entries are immutable")
+        for name in ("model.safetensors", "config.json"):
+            try:
+                self._store.put_new(f"{POLICIES}/{policy_id}/{name}", (policy_dir / name).read_bytes())
+            except RegistryConflict:
+                pass  # weights of a failed earlier registration: same content by construction (hash id)
+        self._store.put_new(key, json.dumps(full, indent=2, sort_keys=True).encode())
+        return full
+
+    def records(self) -> list[dict[str, Any]]:
+        return sorted((json.loads(self._store.get(k)) for k in self._store.list(f"{RECORDS}/") if k.endswith(".json")),
+                      key=lambda r: r["registered_at"])
+
+    def get(self, policy_id: str) -> dict[str, Any]:
+        try:
+            return json.loads(self._store.get(f"{RECORDS}/{policy_id}.json"))
+        except (FileNotFoundError, KeyError) as err:
+            raise KeyError(f"no policy {policy_id!r} in registry {self.root}") from err
+        except Exception as err:  # botocore NoSuchKey
+            if "NoSuchKey" in type(err).__name__ or "NoSuchKey" in str(err):
+                raise KeyError(f"no policy {policy_id!r} in registry {self.root}") from err
+            raise
+
+    def promoted(self) -> dict[str, dict[str, Any]]:
+        """The latest promoted record per task."""
+        latest: dict[str, dict[str, Any]] = {}
+        for r in self.records():
+            latest[r["task"]] = r
+        return latest
