@@ -303,6 +303,17 @@ def robot_evaluate(
     typer.echo(json.dumps({"task": robot.task, **summary}))
 
 
+@app.command()
+def report(
+    reference: Annotated[Optional[list[str]], typer.Option(help="Reference stores for drift (default: expert demos).")] = None,
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """The run's HTML report: data drift, fidelity strips, BC vs refined success, gate decision."""
+    from pipelines.stages import gate as stage
+
+    typer.echo(f"report: {stage.report(_params(params), reference)}")
+
+
 registry_app = typer.Typer(help="Promoted policies: immutable records with lineage.", no_args_is_help=True)
 app.add_typer(registry_app, name="registry")
 
@@ -393,6 +404,31 @@ def lineage(policy_id: str, params: ParamsOpt = DEFAULT_PARAMS) -> None:
     git = r["git"]
     typer.echo(f"  code: git commit {git['commit']}{' (with uncommitted changes)' if git['dirty'] else ''}")
     typer.echo(f"  gate: {'passed' if r['gate']['promote'] else 'FAILED'}; registered {r['registered_at']}")
+
+
+flows_app = typer.Typer(help="Prefect flows: scheduled retraining.", no_args_is_help=True)
+app.add_typer(flows_app, name="flows")
+
+
+@flows_app.command("serve")
+def flows_serve(name: Annotated[str, typer.Option(help="Deployment name in prefect.yaml.")] = "retrain-nightly") -> None:
+    """Serve the retraining deployment (schedule from prefect.yaml) from this process."""
+    from pipelines import flows
+
+    flows.serve(name)
+
+
+@flows_app.command("retrain")
+def flows_retrain(
+    repo: Annotated[Path, typer.Option(help="The checkout to retrain in.")] = Path("."),
+    pull_data: Annotated[bool, typer.Option("--pull/--no-pull")] = True,
+    push_data: Annotated[bool, typer.Option("--push/--no-push")] = True,
+) -> None:
+    """Run the retraining flow once, now."""
+    from pipelines import flows
+
+    result = flows.retrain(repo=str(repo), pull_data=pull_data, push_data=push_data)
+    typer.echo(result["promoted"])
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -64,8 +64,8 @@ def dvc(repo: Path, *args: str, check: bool = True, tool: str = "dvc") -> subpro
     return result
 
 
-@pytest.fixture
-def repo(tmp_path) -> Path:
+def make_tiny_repo(tmp_path: Path) -> Path:
+    """A git + DVC repository holding the project's code, dvc.yaml and the TINY params."""
     repo = tmp_path / "repo"
     repo.mkdir()
     for name in ("w4rl_core", "pipelines"):
@@ -75,6 +75,11 @@ def repo(tmp_path) -> Path:
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     dvc(repo, "init", "-q")
     return repo
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    return make_tiny_repo(tmp_path)
 
 
 def test_repro_collects_validates_and_second_run_is_a_fast_no_op(repo):

@@ -129,3 +129,23 @@ stages:
     assert lin["world_model"] == {"data/models/world_model": "ccc.dir"}
     assert lin["classifier"] == {"data/models/reward/door-lock-v3": "ddd.dir"}
     assert lin["bc_policy"] == {} and lin["refined_policy"] == {}
+
+
+def test_run_report_holds_every_section(tmp_path):
+    from w4rl_core.eval.run_report import build_run_report
+
+    fid = fidelity(30.0) | {"visuals": []}
+    fid["model"]["psnr"] = {"h1": 33.0, "mean": 30.0}
+    fid["model"]["ssim"] = {"h1": 0.9, "mean": 0.8}
+    fid["copy_last_frame"] = {"psnr": {"h1": 40.0, "mean": 33.0}, "ssim": {"h1": 0.99, "mean": 0.9}}
+    pol = {"per_task": {TASK: {"bc": {"success_rate": 0.2, "ci95": [0.1, 0.4], "episodes": 10},
+                               "refined": {"success_rate": 0.4, "ci95": [0.2, 0.6], "episodes": 10},
+                               "imagined_success_end": 0.7, "exploitation_gap": 0.3}}}
+    gate = decide(RULES, fid, pol, [TASK], {})
+    drift = {"reference": ["a"], "current": ["b"], "reference_episodes": 3, "current_episodes": 4,
+             "columns": {"length": {"method": "K-S", "value": 0.5, "threshold": 0.05, "drift": False}}}
+    build_run_report(tmp_path / "r.html", title="run", smoke_scale=True, drift=drift, fidelity=fid,
+                     fidelity_dir=None, policy=pol, gate=gate)
+    page = (tmp_path / "r.html").read_text()
+    for words in ("SMOKE-SCALE", "Dataset drift", "PSNR h1", "refined 95% CI", "REFUSE", "fidelity_beats_copy_last_frame"):
+        assert words in page

@@ -64,3 +64,32 @@ def promote(params: Params, params_path: str | Path = DEFAULT_PARAMS) -> list[di
         }
         records.append(registry.register(refined_dir(task), record))
     return records
+
+
+RUN_REPORT = "reports/run/index.html"
+
+
+def report(params: Params, reference: list[str] | None = None, current: list[str] | None = None) -> str:
+    """The run's HTML report. Drift compares `reference` (default: the expert demonstrations) with
+    `current` (default: the refined policies' evaluation episodes): how far the refined behaviour
+    moved from the demonstrations. Pass a previous dataset version as reference to compare versions."""
+    from w4rl_core.data.drift import drift_report
+    from w4rl_core.eval.run_report import build_run_report
+    from pipelines.stages.collect import expected_stores
+    from pipelines.stages.world_model import EPISODES_DIR, FIDELITY_REPORT
+
+    reference = reference or expected_stores(params, EPISODES_DIR, ("expert",))
+    current = current or [f"data/eval/{t}/refined.zarr" for t in params.collect.tasks
+                          if Path(f"data/eval/{t}/refined.zarr").exists()]
+    drift = drift_report(reference, current, "reports/run/drift") if current else None
+    build_run_report(
+        RUN_REPORT,
+        title=f"w4rl retraining run ({params.profile.name})",
+        smoke_scale=params.profile.smoke_scale,
+        drift=drift,
+        fidelity=_read_json(INPUTS["fidelity"]),
+        fidelity_dir=Path(FIDELITY_REPORT),
+        policy=_read_json(INPUTS["policy"]),
+        gate=_read_json(GATE_RECORD),
+    )
+    return RUN_REPORT
