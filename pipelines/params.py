@@ -83,11 +83,18 @@ class WorldModelParams:
     edm: dict[str, Any] = field(default_factory=dict)
     sampler: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
+    accel: dict[str, Any] = field(default_factory=dict)  # fast paths for training and imagination
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(self.channels))
         self.train_config()  # validate nested sections now, not at the end of collection
         self.model_config((-1.0,), (1.0,))
+        self.accel_config()
+
+    def accel_config(self):
+        from w4rl_core.models.accel import AccelConfig
+
+        return AccelConfig(**self.accel)
 
     def model_config(self, action_low, action_high):
         from w4rl_core.models.edm import EDMConfig

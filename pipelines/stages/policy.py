@@ -92,7 +92,8 @@ def refine(params: Params, task: str) -> dict[str, Any]:
     policy, _ = load_policy(bc_dir(task))
     contexts, _ = _windows(params, task, ("expert", "policy"))
     expert, _ = _windows(params, task, ("expert",))
-    env = ImaginedEnv(world_model, contexts, config.n_envs, reward_fn=classifier.prob, device=device)
+    env = ImaginedEnv(world_model, contexts, config.n_envs, reward_fn=classifier.prob, device=device,
+                      accel=params.world_model.accel_config())
 
     def real_eval(candidate, iteration: int) -> float:
         with tempfile.TemporaryDirectory() as tmp:
@@ -106,7 +107,7 @@ def refine(params: Params, task: str) -> dict[str, Any]:
 
     refined, summary = run_ppo(policy, env, expert.rgb, expert.action, config, f"plots/refine/{task}.csv",
                                real_eval=real_eval, frozen=(world_model, classifier))
-    metrics = {**_meta(params, task), **summary,
+    metrics = {**_meta(params, task), **summary, "imagination_path": env.accel_label,
                "real_episodes_used": summary["real_evaluations"] * params.refine.eval_episodes}
     save_policy(refined_dir(task), refined, meta=metrics)
     write_json_atomic(f"metrics/refine/{task}.json", metrics)

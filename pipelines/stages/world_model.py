@@ -32,7 +32,7 @@ def train(params: Params, device: str | None = None, progress: bool = True) -> d
     meta = {"profile": params.profile.name, "smoke_scale": params.profile.smoke_scale,
             "tasks": list(params.collect.tasks)}
     return train_world_model(model_config, train_config, train_windows, val_windows, MODEL_DIR, CHECKPOINT_DIR,
-                             LOSS_CURVE, meta=meta, progress=progress)
+                             LOSS_CURVE, meta=meta, progress=progress, accel=params.world_model.accel_config())
 
 
 def fidelity(params: Params, device: str | None = None) -> dict[str, Any]:

@@ -9,7 +9,7 @@ recipe for 6 tasks) in < 1 GB.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -50,9 +50,15 @@ class FrameWindows:
         ]
         return np.concatenate(out).astype(np.int64) if out else np.zeros(0, np.int64)
 
+    def to(self, device: torch.device | str) -> FrameWindows:
+        """The same windows with the tensors on `device`: gathers then run there (a GPU-resident
+        dataset: ~12 KB per 64 px frame, the paper recipe's 69,000 frames in < 1 GB)."""
+        return replace(self, rgb=self.rgb.to(device), action=self.action.to(device), success=self.success.to(device))
+
     def gather(self, starts: torch.Tensor | np.ndarray, length: int, device: torch.device | str = "cpu"):
         """Frames (B,L,3,H,W) float in [-1,1], actions (B,L,A), success (B,L) for the given starts."""
         idx = torch.as_tensor(np.asarray(starts), dtype=torch.long)[:, None] + torch.arange(length)[None, :]
+        idx = idx.to(self.rgb.device)
         frames = self.rgb[idx].to(device, non_blocking=True).float().div_(127.5).sub_(1.0)
         return frames, self.action[idx].to(device), self.success[idx].to(device)
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from w4rl_core.data.windows import FrameWindows
+from w4rl_core.models.accel import AccelConfig, FastSampler
 from w4rl_core.models.sampler import SamplerConfig
 from w4rl_core.models.world_model import WorldModel
 
@@ -31,6 +32,7 @@ class ImaginedEnv:
         reward_fn: RewardFn | None = None,
         tasks: Sequence[str] | None = None,
         device: str | torch.device = "cpu",
+        accel: AccelConfig | None = None,
     ) -> None:
         self.model = model.to(device).eval()
         for p in self.model.parameters():  # frozen: refinement must never change the world model
@@ -49,6 +51,14 @@ class ImaginedEnv:
         self._frames: torch.Tensor | None = None
         self._actions: torch.Tensor | None = None
         self._gen = torch.Generator(device=self.device)
+        # The sampling fast path (bf16, channels_last, compile, CUDA graphs as configured); on CPU by
+        # default it computes what model.predict computes, with fewer passes per step.
+        self._sample = FastSampler(self.model, self.sampler, self.device, accel)
+
+    @property
+    def accel_label(self) -> str:
+        """Which sampling path runs, e.g. 'bfloat16+channels_last+cuda_graphs' (goes into metrics)."""
+        return self._sample.label
 
     @property
     def observation_shape(self) -> tuple[int, int, int]:
@@ -75,11 +85,11 @@ class ImaginedEnv:
         action = torch.maximum(torch.minimum(action, self.action_high), self.action_low)
         actions = torch.cat([self._actions, action[:, None]], dim=1)
         context = self._frames
-        nxt = self.model.predict(context, actions, self.sampler, self._gen)
+        nxt = self._sample(context, actions, self._gen)
         info: dict[str, torch.Tensor] = {}
         if spread_envs > 0:
             k = min(spread_envs, self.n_envs)
-            other = self.model.predict(context[:k], actions[:k], self.sampler, self._gen)
+            other = self._sample(context[:k], actions[:k], self._gen)
             info["disagreement"] = (other - nxt[:k]).abs().mean()
         self._frames = torch.cat([context[:, 1:], nxt[:, None]], dim=1)
         self._actions = actions[:, 1:]

@@ -63,10 +63,18 @@ class FrameUNet(nn.Module):
             nn.Linear(config.context_frames * action_features, embed), nn.SiLU(), nn.Linear(embed, embed)
         )
 
+    def condition(self, actions: torch.Tensor) -> torch.Tensor:
+        """Encoded actions (B,T,F) -> the class-embedding input (B, 4*channels[0]). It does not depend
+        on the noise level: a sampler computes it once per frame, not once per denoising step."""
+        return self.action_mlp(actions.flatten(1))
+
+    def forward_stacked(self, inp: torch.Tensor, timestep: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """inp (B,3(T+1),H,W): context channels then c_in x; timestep (B,) = NOISE_SCALE * c_noise."""
+        return self.unet(inp, timestep=timestep, class_labels=cond).sample
+
     def forward(
         self, x: torch.Tensor, c_noise: torch.Tensor, context: torch.Tensor, actions: torch.Tensor
     ) -> torch.Tensor:
         """x (B,3,H,W); c_noise (B,); context (B,T,3,H,W); actions (B,T,F) encoded."""
         inp = torch.cat([context.flatten(1, 2), x], dim=1)
-        cond = self.action_mlp(actions.flatten(1))
-        return self.unet(inp, timestep=c_noise * self.NOISE_SCALE, class_labels=cond).sample
+        return self.forward_stacked(inp, c_noise * self.NOISE_SCALE, self.condition(actions))

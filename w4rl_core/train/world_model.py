@@ -1,5 +1,7 @@
-"""Training the world model: AdamW, EMA weights, gradient clipping, bf16 + channels_last on CUDA,
-periodic safetensors checkpoints and resume after a kill, seeded, loss curves for DVC plots."""
+"""Training the world model: AdamW, EMA weights, gradient clipping, the fast paths of
+`w4rl_core.models.accel` (bf16 autocast, channels_last, torch.compile, frames held on the device;
+by default on CUDA only), periodic safetensors checkpoints and resume after a kill, seeded, loss
+curves for DVC plots."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from tqdm import tqdm
 
 from w4rl_core.atomic import atomic_path
 from w4rl_core.data.windows import FrameWindows
+from w4rl_core.models.accel import AccelConfig
 from w4rl_core.models.world_model import WorldModel, WorldModelConfig, save_world_model
 from w4rl_core.train.checkpoint import load_optimizer, load_state, optimizer_tensors, save_state
 
@@ -91,19 +94,26 @@ def train_world_model(
     curve_path: str | os.PathLike[str],
     meta: dict[str, Any] | None = None,
     progress: bool = True,
+    accel: AccelConfig | None = None,
 ) -> dict[str, Any]:
     device = resolve_device(config.device)
-    cuda = device.type == "cuda"
+    accel = accel or AccelConfig()
+    fast = accel.resolve(device)
+    mixed = fast.dtype == torch.bfloat16  # bf16 autocast over float32 master weights
     torch.manual_seed(config.seed)
     model = WorldModel(model_config).to(device)
-    if cuda:  # channels_last + bf16 autocast: the fast path for small convs on tensor cores
+    if fast.channels_last:  # the layout tensor-core convolutions want
         model = model.to(memory_format=torch.channels_last)
+    if fast.data_on_device:  # gather windows on the device: no host gather + copy per batch
+        train, val = train.to(device), val.to(device)
     ema = AveragedModel(model, avg_fn=_ema_with_warmup(config.ema_decay), use_buffers=True)
+    if fast.compile:  # after the EMA copy; Module.compile keeps state_dict keys (checkpoints) unchanged
+        model.denoiser.net.compile(mode=fast.compile_mode)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     batch_gen = torch.Generator().manual_seed(config.seed)
     noise_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
     t = model_config.context_frames
-    fingerprint = _fingerprint(model_config, config, train.n_episodes, len(train.rgb))
+    fingerprint = _fingerprint(model_config, config, accel, train.n_episodes, len(train.rgb))
 
     step, curve = 0, []
     resumed = load_state(checkpoint_dir)
@@ -130,7 +140,7 @@ def train_world_model(
     running = []
     while step < config.steps:
         frames, actions, _ = train.sample(config.batch_size, t + 1, batch_gen, device)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda):
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=mixed):
             loss, _ = model.loss(frames, actions[:, :t], noise_gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -157,6 +167,7 @@ def train_world_model(
         "steps": step,
         "resumed_from_step": start_step,
         "device": str(device),
+        "accel": fast.label,
         "parameters": sum(p.numel() for p in model.parameters()),
         "train_samples_per_s": trained_steps * config.batch_size / elapsed if trained_steps else None,
         "final_loss": curve[-1]["loss"] if curve else None,

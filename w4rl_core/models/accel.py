@@ -1,0 +1,224 @@
+"""Fast paths for the world model, each one switchable and each one tested against the eager path.
+
+Refinement is bounded by imagined frames per second, and every imagined frame is `steps` U-Net
+passes. At these sizes (64 px, a few M parameters) small convolutions and GroupNorm are memory- and
+launch-bound (DESIGN.md §3: an eager bf16 U-Net on an H100 makes ~1,800 imagined frames/s, a few
+percent of the GPU). What `FastSampler` changes, and why:
+
+- fewer passes over memory: the action conditioning and the context channels of the U-Net input are
+  built once per frame, not once per denoising step, and the EDM coefficients of the fixed Karras
+  schedule are Python constants (no tiny tensor kernels per step);
+- bf16 weights (the frozen model is cast once: no per-call autocast casts) and channels_last, the
+  layout tensor-core convolutions want;
+- torch.compile: inductor fuses GroupNorm + FiLM scale/shift + SiLU into one pass over the activations
+  (the "fewer normalization passes") and the EDM arithmetic into the neighbouring kernels;
+- CUDA graphs: the whole sampling loop (all steps) is captured once per batch size and replayed,
+  which removes the per-kernel launch cost that dominates small batches.
+
+Outputs equal the eager sampler's (`sample_next_frame`) for the same generator: exactly up to float
+rounding in float32, within bf16 tolerance in bfloat16 (tests/test_accel.py). The benchmarks in
+benchmarks/bench_world_model.py measure each switch against the eager path side by side.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import dataclass, replace
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+
+from w4rl_core.models.sampler import SamplerConfig, karras_sigmas
+from w4rl_core.models.unet import FrameUNet
+
+log = logging.getLogger(__name__)
+
+_AUTO = "auto"
+_COMPILE_MODES = ("default", "max-autotune", "max-autotune-no-cudagraphs", "reduce-overhead")
+
+
+def _auto_or_bool(name: str, value: Any) -> None:
+    if value != _AUTO and not isinstance(value, bool):
+        raise ValueError(f"accel.{name} must be true, false or 'auto', not {value!r}")
+
+
+@dataclass(frozen=True)
+class AccelConfig:
+    """How the world model runs; 'auto' means on for CUDA, off for CPU (docs/params.md)."""
+
+    precision: str = _AUTO  # auto | float32 | bfloat16 (auto: bf16 on CUDA, float32 on CPU)
+    channels_last: bool | str = _AUTO
+    compile: bool = False  # torch.compile: minutes of compilation, worth it on a GPU run
+    compile_mode: str = "default"
+    cuda_graphs: bool | str = _AUTO
+    data_on_device: bool | str = _AUTO  # training: hold the uint8 frames on the device, gather there
+
+    def __post_init__(self) -> None:
+        if self.precision not in (_AUTO, "float32", "bfloat16"):
+            raise ValueError(f"accel.precision must be auto, float32 or bfloat16, not {self.precision!r}")
+        for name in ("channels_last", "cuda_graphs", "data_on_device"):
+            _auto_or_bool(name, getattr(self, name))
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"accel.compile must be true or false, not {self.compile!r}")
+        if self.compile_mode not in _COMPILE_MODES:
+            raise ValueError(f"accel.compile_mode must be one of {_COMPILE_MODES}, not {self.compile_mode!r}")
+        if self.compile and self.compile_mode == "reduce-overhead" and self.cuda_graphs is True:
+            raise ValueError("accel: compile_mode reduce-overhead already uses CUDA graphs; set cuda_graphs false")
+
+    def resolve(self, device: torch.device | str) -> ResolvedAccel:
+        device = torch.device(device)
+        cuda = device.type == "cuda"
+
+        def pick(value: bool | str) -> bool:
+            return cuda if value == _AUTO else bool(value)
+
+        graphs = pick(self.cuda_graphs) and not (self.compile and self.compile_mode == "reduce-overhead")
+        if graphs and not cuda:
+            raise ValueError(f"accel.cuda_graphs needs a CUDA device; this run is on {device}")
+        precision = ("bfloat16" if cuda else "float32") if self.precision == _AUTO else self.precision
+        return ResolvedAccel(
+            dtype=torch.bfloat16 if precision == "bfloat16" else torch.float32,
+            channels_last=pick(self.channels_last),
+            compile=self.compile,
+            compile_mode=self.compile_mode,
+            cuda_graphs=graphs,
+            data_on_device=pick(self.data_on_device),
+        )
+
+
+@dataclass(frozen=True)
+class ResolvedAccel:
+    dtype: torch.dtype
+    channels_last: bool
+    compile: bool
+    compile_mode: str
+    cuda_graphs: bool
+    data_on_device: bool
+
+    @property
+    def label(self) -> str:
+        parts = [str(self.dtype).removeprefix("torch.")]
+        parts += [name for name in ("channels_last", "compile", "cuda_graphs") if getattr(self, name)]
+        return "+".join(parts)
+
+
+@dataclass(frozen=True)
+class _Eval:
+    """One U-Net evaluation of the schedule, its EDM coefficients as constants."""
+
+    sigma: float
+    c_in: float
+    c_skip: float
+    c_out: float
+    timestep: float  # FrameUNet.NOISE_SCALE * c_noise
+
+
+def _evaluation(sigma: float, sigma_data: float) -> _Eval:
+    s2, d2 = sigma * sigma, sigma_data * sigma_data
+    return _Eval(sigma=sigma, c_in=1 / math.sqrt(s2 + d2), c_skip=d2 / (s2 + d2),
+                 c_out=sigma * sigma_data / math.sqrt(s2 + d2),
+                 timestep=FrameUNet.NOISE_SCALE * math.log(sigma) / 4)
+
+
+class FastSampler:
+    """Next-frame sampling with the world model, same contract as `WorldModel.predict`.
+
+    The model given is not changed: a bf16 or channels_last run works on a copy of its network.
+    """
+
+    def __init__(self, model, sampler: SamplerConfig, device: torch.device | str, accel: AccelConfig | None = None):
+        self.device = torch.device(device)
+        self.opts = (accel or AccelConfig()).resolve(self.device)
+        net: FrameUNet = model.denoiser.net
+        if self.opts.dtype != torch.float32 or self.opts.channels_last:
+            net = copy.deepcopy(net)
+        net = net.to(self.device, dtype=self.opts.dtype).eval()
+        if self.opts.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        for p in net.parameters():
+            p.requires_grad_(False)
+        self.net = net
+        self.encoder = model.encoder
+        self.sampler = sampler
+        sd = model.config.edm.sigma_data
+        # The float32 schedule the eager sampler uses, as Python numbers.
+        sigmas = karras_sigmas(sampler).tolist()
+        self._sigma0 = sigmas[0]
+        self._steps = [(s, n, _evaluation(s, sd), _evaluation(n, sd) if sampler.method == "heun" and n > 0 else None)
+                       for s, n in zip(sigmas[:-1], sigmas[1:])]
+        if self.device.type == "cuda":
+            # Shapes are fixed for the whole run: let cuDNN pick the fastest convolution algorithms.
+            torch.backends.cudnn.benchmark = True
+        self._loop = self._sample_loop
+        if self.opts.compile:
+            self._loop = torch.compile(self._sample_loop, mode=self.opts.compile_mode, dynamic=False)
+        self._graphs: dict[tuple[int, ...], SimpleNamespace] = {}
+
+    @property
+    def label(self) -> str:
+        return self.opts.label
+
+    def _derivative(self, x: torch.Tensor, e: _Eval, ctx: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        inp = torch.cat([ctx, (e.c_in * x).to(ctx.dtype)], dim=1)
+        if self.opts.channels_last:
+            inp = inp.contiguous(memory_format=torch.channels_last)
+        t = torch.full((x.shape[0],), e.timestep, device=x.device)
+        out = self.net.forward_stacked(inp, t, cond).float()
+        return (x - (e.c_skip * x + e.c_out * out)) / e.sigma
+
+    def _sample_loop(self, ctx: torch.Tensor, cond: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The Euler/Heun loop of `sample_next_frame` on a prepared input; x stays float32."""
+        x = noise * self._sigma0
+        for sigma, nxt, first, second in self._steps:
+            d = self._derivative(x, first, ctx, cond)
+            x_next = x + d * (nxt - sigma)
+            if second is not None:
+                d2 = self._derivative(x_next, second, ctx, cond)
+                x_next = x + (d + d2) / 2 * (nxt - sigma)
+            x = x_next
+        return x.clamp(-1, 1)
+
+    @torch.no_grad()
+    def __call__(
+        self, context: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """context (B,T,3,H,W) in [-1,1]; raw actions (B,T,A) -> next frame (B,3,H,W) float32."""
+        b, _, c, h, w = context.shape
+        # The same draw, from the same generator, as the eager sampler makes.
+        noise = torch.randn(b, c, h, w, device=context.device, generator=generator)
+        ctx = context.flatten(1, 2).to(self.opts.dtype)
+        cond = self.net.condition(self.encoder.encode(actions).to(self.opts.dtype))
+        if self.opts.cuda_graphs:
+            try:
+                return self._replay(ctx, cond, noise)
+            except RuntimeError as err:  # one bounded attempt: capture failed, run without graphs
+                log.warning("CUDA graph capture failed (%s); sampling without CUDA graphs", err)
+                self.opts = replace(self.opts, cuda_graphs=False)
+                self._graphs.clear()
+        return self._loop(ctx, cond, noise)
+
+    def _replay(self, ctx: torch.Tensor, cond: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        key = tuple(ctx.shape)
+        g = self._graphs.get(key)
+        if g is None:
+            g = self._graphs[key] = self._capture(ctx, cond, noise)
+        g.ctx.copy_(ctx)
+        g.cond.copy_(cond)
+        g.noise.copy_(noise)
+        g.graph.replay()
+        return g.out.clone()  # the graph's output buffer is overwritten by the next replay
+
+    def _capture(self, ctx: torch.Tensor, cond: torch.Tensor, noise: torch.Tensor) -> SimpleNamespace:
+        g = SimpleNamespace(ctx=ctx.clone(), cond=cond.clone(), noise=noise.clone(), graph=torch.cuda.CUDAGraph())
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):  # warm-up outside the capture: cuDNN autotuning, compilation
+            for _ in range(3):
+                self._loop(g.ctx, g.cond, g.noise)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        with torch.cuda.graph(g.graph):
+            g.out = self._loop(g.ctx, g.cond, g.noise)
+        return g
