@@ -46,14 +46,23 @@ class WorldModelTrainConfig:
             raise ValueError("need 0 <= ema_decay < 1, lr > 0, grad_clip > 0")
 
 
-def _ema_with_warmup(decay: float):
-    """EMA whose decay ramps up as (1+n)/(10+n): a short (smoke) run is not dominated by the init."""
+@torch.no_grad()
+def _ema_update(ema: AveragedModel, model: torch.nn.Module, updates_before: int, decay: float) -> None:
+    """EMA whose decay ramps up as (1+n)/(10+n): a short (smoke) run is not dominated by the init.
 
-    def avg(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
-        d = min(decay, (1 + float(num_averaged)) / (10 + float(num_averaged)))
-        return averaged * d + current * (1 - d)
-
-    return avg
+    Hand-written rather than `ema.update_parameters` with an `avg_fn`: that path reads the device
+    counter `n_averaged` on the host (a GPU sync every step) and updates tensor by tensor; here the
+    step count is a Python int and the update is one foreach lerp over all tensors. The first update
+    copies, as AveragedModel's does. `n_averaged` is kept current for the checkpointed state.
+    """
+    averaged = list(ema.module.parameters()) + list(ema.module.buffers())
+    current = list(model.parameters()) + list(model.buffers())
+    if updates_before == 0:
+        torch._foreach_copy_(averaged, [c.detach() for c in current])
+    else:
+        d = min(decay, (1 + updates_before) / (10 + updates_before))
+        torch._foreach_lerp_(averaged, [c.detach() for c in current], 1 - d)
+    ema.n_averaged += 1
 
 
 def resolve_device(name: str) -> torch.device:
@@ -84,6 +93,46 @@ def validation_loss(model: WorldModel, windows: FrameWindows, batches: int, batc
     return sum(losses) / len(losses)
 
 
+class Training:
+    """Model, EMA, optimizer and generators of one training run, and its optimizer step.
+
+    `train_world_model` drives it with logging, validation and checkpoints; the benchmark
+    (benchmarks/bench_world_model.py) times `step` itself, so it measures exactly this step.
+    """
+
+    def __init__(self, model_config: WorldModelConfig, config: WorldModelTrainConfig, accel: AccelConfig) -> None:
+        self.config = config
+        self.device = device = resolve_device(config.device)
+        self.fast = fast = accel.resolve(device)
+        self.mixed = fast.dtype == torch.bfloat16  # bf16 autocast over float32 master weights
+        torch.manual_seed(config.seed)
+        model = WorldModel(model_config).to(device)
+        if fast.channels_last:  # the layout tensor-core convolutions want
+            model = model.to(memory_format=torch.channels_last)
+        self.ema = AveragedModel(model, use_buffers=True)
+        if fast.compile:  # after the EMA copy; Module.compile keeps state_dict keys (checkpoints) unchanged
+            model.denoiser.net.compile(mode=fast.compile_mode)
+        self.model = model
+        # fused AdamW: one kernel for all parameters instead of several per tensor (CUDA only here).
+        self.opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                     fused=device.type == "cuda")
+        self.batch_gen = torch.Generator().manual_seed(config.seed)
+        self.noise_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
+        self.t = model_config.context_frames
+
+    def step(self, windows: FrameWindows, updates_before: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on a fresh batch -> (loss, grad norm) as device tensors (no sync)."""
+        frames, actions, _ = windows.sample(self.config.batch_size, self.t + 1, self.batch_gen, self.device)
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.mixed):
+            loss, _ = self.model.loss(frames, actions[:, : self.t], self.noise_gen)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.opt.step()
+        _ema_update(self.ema, self.model, updates_before, self.config.ema_decay)
+        return loss.detach(), grad_norm
+
+
 def train_world_model(
     model_config: WorldModelConfig,
     config: WorldModelTrainConfig,
@@ -96,23 +145,12 @@ def train_world_model(
     progress: bool = True,
     accel: AccelConfig | None = None,
 ) -> dict[str, Any]:
-    device = resolve_device(config.device)
     accel = accel or AccelConfig()
-    fast = accel.resolve(device)
-    mixed = fast.dtype == torch.bfloat16  # bf16 autocast over float32 master weights
-    torch.manual_seed(config.seed)
-    model = WorldModel(model_config).to(device)
-    if fast.channels_last:  # the layout tensor-core convolutions want
-        model = model.to(memory_format=torch.channels_last)
-    if fast.data_on_device:  # gather windows on the device: no host gather + copy per batch
+    run = Training(model_config, config, accel)
+    model, ema, opt, device = run.model, run.ema, run.opt, run.device
+    if run.fast.data_on_device:  # gather windows on the device: no host gather + copy per batch
         train, val = train.to(device), val.to(device)
-    ema = AveragedModel(model, avg_fn=_ema_with_warmup(config.ema_decay), use_buffers=True)
-    if fast.compile:  # after the EMA copy; Module.compile keeps state_dict keys (checkpoints) unchanged
-        model.denoiser.net.compile(mode=fast.compile_mode)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    batch_gen = torch.Generator().manual_seed(config.seed)
-    noise_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
-    t = model_config.context_frames
+    batch_gen, noise_gen = run.batch_gen, run.noise_gen
     fingerprint = _fingerprint(model_config, config, accel, train.n_episodes, len(train.rgb))
 
     step, curve = 0, []
@@ -139,19 +177,12 @@ def train_world_model(
     bar = tqdm(total=config.steps, initial=step, desc="train world model", unit="step", disable=not progress)
     running = []
     while step < config.steps:
-        frames, actions, _ = train.sample(config.batch_size, t + 1, batch_gen, device)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=mixed):
-            loss, _ = model.loss(frames, actions[:, :t], noise_gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        opt.step()
-        ema.update_parameters(model)
+        loss, grad_norm = run.step(train, updates_before=step)
         step += 1
-        running.append(float(loss.detach()))
+        running.append(loss)  # a device tensor: read (one sync) only when a row is logged
         bar.update(1)
         if step % config.log_every == 0 or step == config.steps:
-            row = {"step": step, "loss": sum(running) / len(running), "grad_norm": float(grad_norm)}
+            row = {"step": step, "loss": float(torch.stack(running).mean()), "grad_norm": float(grad_norm)}
             if step % config.val_every == 0 or step == config.steps:
                 row["val_loss"] = validation_loss(ema.module, val, 2, config.batch_size, device)
             curve.append(row)
@@ -167,7 +198,7 @@ def train_world_model(
         "steps": step,
         "resumed_from_step": start_step,
         "device": str(device),
-        "accel": fast.label,
+        "accel": run.fast.label,
         "parameters": sum(p.numel() for p in model.parameters()),
         "train_samples_per_s": trained_steps * config.batch_size / elapsed if trained_steps else None,
         "final_loss": curve[-1]["loss"] if curve else None,
