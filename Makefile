@@ -32,9 +32,14 @@ test: setup
 test-fast: setup
 	$(BIN)/pytest -m "not slow"
 
+# CPU-sized benchmarks (~15 min on 2 cores); each appends its table to benchmarks/results.md.
+# On a GPU: bash benchmarks/gpu_job.sh (benchmarks/README.md).
 bench: setup
 	$(BIN)/python benchmarks/bench_data.py
 	$(BIN)/python benchmarks/bench_world_model.py
+	$(BIN)/python benchmarks/bench_ppo.py
+	$(BIN)/python benchmarks/roofline.py
+	$(BIN)/python benchmarks/bench_pipeline.py
 
 clean-venv:
 	rm -rf $(VENV)

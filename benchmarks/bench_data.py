@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Dataset-spine throughput: collection env-steps/s and episode-store write/read frames/s.
+"""Dataset-spine throughput: collection env-steps/s, episode-store write/read frames/s, and the
+training loop's feed (stores -> memory once, then random windows per batch, on the host or the GPU).
 
     .venv/bin/python benchmarks/bench_data.py                     # defaults below
     .venv/bin/python benchmarks/bench_data.py --episodes 8 --frames 10000 --no-append
@@ -84,12 +85,44 @@ def bench_store(tmp: Path, source: Path, n_frames: int, window: int) -> dict[str
             "window_read_fps": len(picks) * window / rand_s, "windows_per_s": len(picks) / rand_s}
 
 
+def bench_feed(store: Path, image_size: int, batch: int, window: int, batches: int = 200) -> list[tuple[str, str]]:
+    """What the world-model trainer does: load_windows (Zarr -> memory, resized), then sample batches."""
+    import torch
+
+    from w4rl_core.data.windows import load_windows
+
+    start = time.perf_counter()
+    train, _ = load_windows([str(store)], image_size=image_size)
+    load_s = time.perf_counter() - start
+    rows = [(f"feed: load_windows, {len(train.rgb)} frames, resized to {image_size}px",
+             f"{len(train.rgb) / load_s:,.0f} frames/s ({load_s:.1f} s once per run)")]
+    targets = [("host", "cpu", train)]
+    if torch.cuda.is_available():
+        targets += [("host -> GPU", "cuda", train), ("GPU-resident", "cuda", train.to("cuda"))]
+    for name, device, windows in targets:
+        g = torch.Generator().manual_seed(0)
+        windows.sample(batch, window, g, device)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(batches):
+            windows.sample(batch, window, g, device)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        per_s = batches / (time.perf_counter() - start)
+        rows.append((f"feed: training batches of {batch} windows × {window} frames, {name}",
+                     f"{per_s * batch:,.0f} samples/s ({per_s * batch * window:,.0f} frames/s)"))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--episodes", type=int, default=8, help="episodes per collection run")
     parser.add_argument("--frames", type=int, default=10_000, help="frames written in the store benchmark")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--window", type=int, default=5, help="T+1 frames per training window")
+    parser.add_argument("--feed-size", type=int, default=32, help="model frame size for the feed benchmark")
+    parser.add_argument("--feed-batch", type=int, default=32, help="training batch for the feed benchmark")
     parser.add_argument("--no-append", action="store_true", help="print only; do not touch results.md")
     args = parser.parse_args()
 
@@ -107,19 +140,21 @@ def main() -> None:
             (f"store random windows of {args.window} (rgb+action)",
              f"{s['window_read_fps']:.0f} frames/s ({s['windows_per_s']:.0f} windows/s)"),
         ]
+        rows += bench_feed(tmp / "bench.zarr", args.feed_size, args.feed_batch, args.window)
 
     append_results("bench_data", rows, args.no_append)
 
 
-def append_results(name: str, rows: list[tuple[str, str]], print_only: bool = False) -> None:
-    """Print a two-column table; append it with machine, date and command to results.md."""
-    table = "| benchmark | result |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
+def append_results(name: str, rows: list[tuple[str, ...]], print_only: bool = False,
+                   header: tuple[str, ...] = ("benchmark", "result"), preamble: str = "") -> None:
+    """Print a table; append it with machine, date and command (and a preamble) to results.md."""
+    table = "\n".join("| " + " | ".join(r) + " |" for r in [header, ("---",) * len(header), *rows])
     print(table)
     if not print_only:
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         cmd = " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
         with RESULTS.open("a") as f:
-            f.write(f"\n### {name} — {stamp}\n\nMachine: {machine()}  \nCommand: `{cmd}`\n\n{table}\n")
+            f.write(f"\n### {name} — {stamp}\n\nMachine: {machine()}  \nCommand: `{cmd}`\n\n{preamble}{table}\n")
 
 
 if __name__ == "__main__":

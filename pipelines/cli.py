@@ -346,7 +346,7 @@ def promote(params: ParamsOpt = DEFAULT_PARAMS) -> None:
         typer.secho(str(err), fg="red", err=True)
         raise typer.Exit(1) from err
     for r in records:
-        typer.echo(f"promoted {r['policy_id']}")
+        typer.echo(f"{'already promoted' if r.get('already_registered') else 'promoted'} {r['policy_id']}")
     if not records:
         typer.echo("nothing promoted (see metrics/gate.json)")
 

@@ -12,8 +12,13 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 @pytest.mark.parametrize("args", [
     ["benchmarks/bench_world_model.py", "--image-size", "16", "--channels", "16,16", "--batches", "2",
-     "--sampler-steps", "1", "--train-batch", "2", "--iters", "1", "--no-append"],
-    ["benchmarks/bench_data.py", "--episodes", "2", "--frames", "200", "--image-size", "16", "--no-append"],
+     "--sampler-steps", "1", "--train-batches", "2,4", "--iters", "1", "--frames", "1", "--norm-groups", "8",
+     "--no-append"],
+    ["benchmarks/bench_data.py", "--episodes", "2", "--frames", "200", "--image-size", "16", "--feed-size", "8",
+     "--feed-batch", "4", "--no-append"],
+    ["benchmarks/bench_ppo.py", "--image-size", "16", "--channels", "16,16", "--n-envs", "2", "--horizon", "2",
+     "--minibatches", "1", "--bc-batch", "2", "--iterations", "1", "--no-append"],
+    ["benchmarks/roofline.py", "--image-size", "16", "--channels", "16,16", "--no-append"],
 ])
 def test_benchmark_runs(args):
     result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -3,78 +3,28 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from pipelines.sandbox import make_sandbox, tool_env
 
 pytestmark = pytest.mark.slow
 
-TINY = {
-    "profile": {"name": "test-tiny", "smoke_scale": True},
-    "collect": {
-        "tasks": ["door-lock-v3"],
-        "episodes": {"expert": 4, "random": 1, "policy": 1},
-        "episode_len": 50,  # long enough for the expert to succeed: the classifier needs both classes
-        "action_repeat": 2,
-        "image_size": 16,
-        "camera": "corner2",
-        "expert_noise": 0.0,
-        "seed": 0,
-        "workers": 1,
-        "frames_per_shard": 64,
-    },
-    "validate": {"context_frames": 4, "action_tolerance": 1e-6},
-    "world_model": {
-        "image_size": 16,
-        "context_frames": 4,
-        "channels": [16, 16],
-        "norm_groups": 8,
-        "val_fraction": 0.2,
-        "split_seed": 0,
-        "train": {"steps": 6, "batch_size": 4, "log_every": 2, "val_every": 3, "checkpoint_every": 3, "device": "cpu"},
-    },
-    "fidelity": {"horizon": 4, "episodes": 2, "strips": 1},
-    "policy": {"channels": [8, 8], "hidden": 16, "rollout_deterministic": False,
-               "train": {"steps": 5, "batch_size": 8, "log_every": 5, "device": "cpu"}},
-    "reward": {"channels": [8, 8], "hidden": 16,
-               "train": {"steps": 5, "batch_size": 8, "log_every": 5, "device": "cpu"}},
-    "refine": {"eval_episodes": 1, "eval_seed": 7,
-               "ppo": {"iterations": 2, "n_envs": 2, "horizon": 2, "epochs": 1, "minibatches": 1,
-                       "eval_every": 2, "bc_batch": 4, "disagreement_envs": 1, "device": "cpu"}},
-    "evaluate": {"episodes": 1, "seed": 3, "videos": 1, "workers": 1},
-    # Permissive rules: the tiny models are not good; this exercises gate -> promote -> lineage.
-    "gate": {"min_psnr_mean": 0.0, "min_ssim_mean": 0.0, "min_uplift": -1.0, "min_episodes": 1},
-}
-
 
 def dvc(repo: Path, *args: str, check: bool = True, tool: str = "dvc") -> subprocess.CompletedProcess:
-    env = os.environ | {"PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-    result = subprocess.run([tool, *args], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run([tool, *args], cwd=repo, env=tool_env(), capture_output=True, text=True, timeout=600)
     if check:
         assert result.returncode == 0, f"dvc {args}: {result.stdout}\n{result.stderr}"
     return result
 
 
 def make_tiny_repo(tmp_path: Path) -> Path:
-    """A git + DVC repository holding the project's code, dvc.yaml and the TINY params."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    for name in ("w4rl_core", "pipelines"):
-        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
-    (repo / "params.yaml").write_text(yaml.safe_dump(TINY))
-    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
-    dvc(repo, "init", "-q")
-    return repo
+    """A git + DVC repository holding the project's code, dvc.yaml and profiles/tiny.yaml."""
+    return make_sandbox(tmp_path, "tiny")
 
 
 @pytest.fixture

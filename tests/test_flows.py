@@ -76,3 +76,9 @@ def test_retrain_flow_end_to_end_on_the_tiny_profile(harness, tiny_repo, monkeyp
     assert any((tiny_repo.parent / "remote").rglob("*"))  # dvc push reached the remote
     assert (tiny_repo / "registry/records").is_dir()
     assert "Gate decision" in (tiny_repo / "reports/run/index.html").read_text()
+    # The nightly case with nothing new: every stage is a no-op and the same weights come out.
+    # Promotion is idempotent (ids are content hashes); the run succeeds and registers nothing new.
+    records = sorted((tiny_repo / "registry/records").iterdir())
+    again = retrain(repo=str(tiny_repo), pull_data=False, push_data=False)
+    assert "already promoted door-lock-v3@" in again["promoted"]
+    assert sorted((tiny_repo / "registry/records").iterdir()) == records

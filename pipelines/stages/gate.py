@@ -13,7 +13,7 @@ from pipelines.stages.policy import refined_dir
 from w4rl_core.atomic import write_json_atomic
 from w4rl_core.registry.gate import GateRules, decide
 from w4rl_core.registry.lineage import git_commit, read_lock, task_lineage
-from w4rl_core.registry.registry import Registry
+from w4rl_core.registry.registry import Registry, RegistryConflict
 
 GATE_RECORD = "metrics/gate.json"
 INPUTS = {"fidelity": "metrics/fidelity.json", "policy": "metrics/policy.json"}
@@ -62,7 +62,14 @@ def promote(params: Params, params_path: str | Path = DEFAULT_PARAMS) -> list[di
             "gate": verdict,
             "smoke_scale": params.profile.smoke_scale,
         }
-        records.append(registry.register(refined_dir(task), record))
+        try:
+            records.append(registry.register(refined_dir(task), record))
+        except RegistryConflict:
+            # Ids are content hashes: these very weights are registered already (a re-run that
+            # changed nothing, e.g. a nightly retrain with no new data). Promotion is idempotent;
+            # the existing record stays as it was.
+            existing = registry.get(Registry.policy_id(task, refined_dir(task)))
+            records.append({**existing, "already_registered": True})
     return records
 
 

@@ -104,7 +104,7 @@ class Registry:
         """Copy the policy's files and write its record; the id is task@<weights sha256[:12]>."""
         policy_dir = Path(policy_dir)
         digest = sha256_file(policy_dir / "model.safetensors")
-        policy_id = f"{record['task']}@{digest[:12]}"
+        policy_id = self.policy_id(record["task"], policy_dir)
         full = {**record, "policy_id": policy_id, "policy_sha256": digest,
                 "registered_at": datetime.now(timezone.utc).isoformat()}
         key = f"{RECORDS}/{policy_id}.json"
@@ -117,6 +117,11 @@ class Registry:
                 pass  # weights of a failed earlier registration: same content by construction (hash id)
         self._store.put_new(key, json.dumps(full, indent=2, sort_keys=True).encode())
         return full
+
+    @staticmethod
+    def policy_id(task: str, policy_dir: str | Path) -> str:
+        """The id a policy gets: task@<weights sha256[:12]> (same weights, same id)."""
+        return f"{task}@{sha256_file(Path(policy_dir) / 'model.safetensors')[:12]}"
 
     def records(self) -> list[dict[str, Any]]:
         return sorted((json.loads(self._store.get(k)) for k in self._store.list(f"{RECORDS}/") if k.endswith(".json")),
