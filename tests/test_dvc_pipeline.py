@@ -64,10 +64,12 @@ def test_repro_collects_validates_and_second_run_is_a_fast_no_op(repo):
         out = lock[stage]["outs"][0]
         assert f"{out['path']}  md5 {out['md5']}" in lineage
     assert lock["train_world_model"]["outs"][0]["md5"] in lineage
-    again = dvc(repo, "promote", tool="w4rl", check=False)
-    assert again.returncode == 1 and "immutable" in again.stderr
     shown = json.loads(dvc(repo, "registry", "show", policy_id, "--json", tool="w4rl").stdout)
     assert shown["policy_id"] == policy_id and shown["params"]["collect"]["tasks"] == ["door-lock-v3"]
+    # Promoting the same weights again is a no-op: the immutable record is left exactly as it was.
+    again = dvc(repo, "promote", tool="w4rl")
+    assert f"already promoted {policy_id}" in again.stdout
+    assert json.loads(dvc(repo, "registry", "show", policy_id, "--json", tool="w4rl").stdout) == shown
 
     start = time.perf_counter()
     second = dvc(repo, "repro")
