@@ -96,6 +96,11 @@ def explained_variance(pred: torch.Tensor, target: torch.Tensor) -> float:
     return float("nan") if var == 0 else float(1 - (target - pred).var() / var)
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def parameter_fingerprint(*modules: torch.nn.Module) -> str:
     h = hashlib.sha256()
     for m in modules:
@@ -151,9 +156,10 @@ def refine(
                 val_buf[t] = critic(obs).squeeze(-1)
                 obs, info = env.step(policy.denormalize(u), spread_envs=config.disagreement_envs)
                 rew_buf[t] = info["success"].float()
-                if "disagreement" in info:
-                    disagreement.append(float(info["disagreement"]))
+                if "disagreement" in info:  # kept on the device: no host sync inside the rollout
+                    disagreement.append(info["disagreement"])
             next_value = critic(obs).squeeze(-1)
+        _sync(device)  # GPU work is asynchronous: time what ran, not what was queued
         imagine_s = time.perf_counter() - t0
         # Fixed-horizon rollouts end by truncation, not termination: bootstrap from V(last frame).
         adv, ret = compute_gae(rew_buf, val_buf, next_value, torch.zeros_like(rew_buf), config.gamma,
@@ -196,6 +202,7 @@ def refine(
                 stats["clipfrac"].append(diag["clipfrac"])
             if config.target_kl and np.mean(stats["approx_kl"][-config.minibatches:]) > config.target_kl:
                 break
+        _sync(device)
         update_s = time.perf_counter() - t1
 
         row: dict[str, Any] = {
@@ -205,7 +212,7 @@ def refine(
             **{k: float(np.mean(v)) for k, v in stats.items()},
             "explained_variance": explained_variance(b_val, b_ret),
             "policy_std": float(policy.distribution(b_obs[:64]).stddev.mean().detach()),
-            "wm_disagreement": float(np.mean(disagreement)) if disagreement else None,
+            "wm_disagreement": float(torch.stack(disagreement).mean()) if disagreement else None,
             "imagined_frames_per_s": n * steps / imagine_s,
             "update_s": update_s,
             "real_success": None,
