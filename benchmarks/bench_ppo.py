@@ -26,14 +26,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_data import append_results  # noqa: E402
-from benchmarks.bench_world_model import sync, synthetic_windows  # noqa: E402
+from benchmarks.bench_world_model import add_model_args, model_config, parse_args, sync, synthetic_windows  # noqa: E402
 from w4rl_core.imagine.env import ImaginedEnv  # noqa: E402
 from w4rl_core.models.accel import AccelConfig  # noqa: E402
 from w4rl_core.models.policy import CNNConfig, GaussianPolicy, PolicyConfig, SuccessClassifier  # noqa: E402
-from w4rl_core.models.unet import UNetConfig  # noqa: E402
-from w4rl_core.models.world_model import WorldModel, WorldModelConfig  # noqa: E402
+from w4rl_core.models.world_model import WorldModel  # noqa: E402
 from w4rl_core.train.ppo import PPOConfig, refine  # noqa: E402
-from w4rl_core.train.world_model import resolve_device  # noqa: E402
 
 # profiles/gpu.yaml's sizes (world model 64 px, 17.9M params; 256 envs x 40 steps).
 GPU_ARGS = dict(image_size=64, channels="64,128,128,256", layers_per_block=2, norm_groups=32, n_envs=256,
@@ -59,29 +57,17 @@ class Timed:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gpu", action="store_true", help="GPU sizes: " + ", ".join(f"{k}={v}" for k, v in GPU_ARGS.items()))
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--channels", default="32,32,64,64")
-    parser.add_argument("--layers-per-block", type=int, default=1)
-    parser.add_argument("--norm-groups", type=int, default=8)
+    add_model_args(parser)
     parser.add_argument("--n-envs", type=int, default=16)
     parser.add_argument("--horizon", type=int, default=10)
     parser.add_argument("--minibatches", type=int, default=4)
     parser.add_argument("--bc-batch", type=int, default=64)
     parser.add_argument("--iterations", type=int, default=3, help="timed iterations (after one warm-up)")
     parser.add_argument("--compile", action="store_true", help="accel.compile for the world model")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--no-append", action="store_true")
-    if "--gpu" in sys.argv:  # GPU sizes as defaults; flags given explicitly still win
-        parser.set_defaults(**GPU_ARGS)
-    args = parser.parse_args()
-
-    device = resolve_device(args.device)
-    channels = tuple(int(c) for c in args.channels.split(","))
+    args, device = parse_args(parser, GPU_ARGS)
     torch.manual_seed(0)
-    wm = WorldModel(WorldModelConfig(
-        action_low=(-1.0,) * 4, action_high=(1.0,) * 4,
-        unet=UNetConfig(image_size=args.image_size, channels=channels, layers_per_block=args.layers_per_block,
-                        norm_groups=args.norm_groups)))
+    wm = WorldModel(model_config(args))
+    channels = wm.config.unet.channels
     cnn = CNNConfig(image_size=args.image_size, channels=(16, 32, 64), hidden=256)
     policy = GaussianPolicy(PolicyConfig((-1.0,) * 4, (1.0,) * 4, cnn))
     classifier = SuccessClassifier(CNNConfig(image_size=args.image_size, channels=(16, 32, 64), hidden=128)).to(device)

@@ -84,6 +84,36 @@ def synthetic_windows(n_frames: int, size: int) -> FrameWindows:
     )
 
 
+def add_model_args(parser: argparse.ArgumentParser, image_size: int = 32, channels: str = "32,32,64,64",
+                   layers_per_block: int = 1, norm_groups: int = 8) -> None:
+    """The U-Net size flags every world-model benchmark takes (defaults: the CPU smoke U-Net)."""
+    parser.add_argument("--image-size", type=int, default=image_size)
+    parser.add_argument("--channels", default=channels, help="widths per level, comma-separated")
+    parser.add_argument("--layers-per-block", type=int, default=layers_per_block)
+    parser.add_argument("--norm-groups", type=int, default=norm_groups)
+
+
+def model_config(args: argparse.Namespace) -> WorldModelConfig:
+    """The world model those flags describe (4-D actions in [-1, 1], as Meta-World's)."""
+    channels = tuple(int(c) for c in args.channels.split(","))
+    return WorldModelConfig(
+        action_low=(-1.0,) * 4, action_high=(1.0,) * 4,
+        unet=UNetConfig(image_size=args.image_size, channels=channels, layers_per_block=args.layers_per_block,
+                        norm_groups=args.norm_groups),
+    )
+
+
+def parse_args(parser: argparse.ArgumentParser, gpu_args: dict) -> tuple[argparse.Namespace, torch.device]:
+    """Adds --device and --no-append, parses (with `gpu_args` as the defaults under --gpu: flags
+    given explicitly still win) and resolves the device."""
+    parser.add_argument("--device", default="auto", help="auto (CUDA if present) | cpu | cuda | cuda:N")
+    parser.add_argument("--no-append", action="store_true", help="print only; do not touch results.md")
+    if "--gpu" in sys.argv:
+        parser.set_defaults(**gpu_args)
+    args = parser.parse_args()
+    return args, resolve_device(args.device)
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -169,10 +199,7 @@ def bench_training(model_config: WorldModelConfig, args, device, variants: list[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gpu", action="store_true", help="GPU sizes: " + ", ".join(f"{k}={v}" for k, v in GPU_ARGS.items()))
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--channels", default="32,32,64,64")
-    parser.add_argument("--layers-per-block", type=int, default=1)
-    parser.add_argument("--norm-groups", type=int, default=8)
+    add_model_args(parser)
     parser.add_argument("--batches", default="8,32", help="imagined envs per step, comma-separated")
     parser.add_argument("--sampler-steps", default="1,3", help="comma-separated")
     parser.add_argument("--frames", type=int, default=4, help="imagined frames per env per measurement")
@@ -184,22 +211,12 @@ def main() -> None:
                              "(compile costs ~1 min per shape on 2 CPU cores; 'all' = every one the device can run)")
     parser.add_argument("--train-variants", default="eager,nhwc,nhwc-bf16,nhwc-bf16+data-on-device",
                         help=f"of {list(TRAIN_VARIANTS)} or 'all'")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--no-append", action="store_true")
-    if "--gpu" in sys.argv:  # GPU sizes as defaults; flags given explicitly still win
-        parser.set_defaults(**GPU_ARGS)
-    args = parser.parse_args()
-
-    device = resolve_device(args.device)
+    args, device = parse_args(parser, GPU_ARGS)
     variants = [v for v in IMAGINE_VARIANTS if v not in CUDA_ONLY or device.type == "cuda"] \
         if args.variants == "all" else args.variants.split(",")
     train_variants = list(TRAIN_VARIANTS) if args.train_variants == "all" else args.train_variants.split(",")
-    channels = tuple(int(c) for c in args.channels.split(","))
-    cfg = WorldModelConfig(
-        action_low=(-1.0,) * 4, action_high=(1.0,) * 4,
-        unet=UNetConfig(image_size=args.image_size, channels=channels, layers_per_block=args.layers_per_block,
-                        norm_groups=args.norm_groups),
-    )
+    cfg = model_config(args)
+    channels = cfg.unet.channels
     torch.manual_seed(0)
     model = WorldModel(cfg).to(device).eval()
     params_m = sum(p.numel() for p in model.parameters()) / 1e6

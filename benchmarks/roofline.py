@@ -30,8 +30,9 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_data import append_results  # noqa: E402
-from w4rl_core.models.unet import FrameUNet, UNetConfig  # noqa: E402
-from w4rl_core.models.world_model import WorldModel, WorldModelConfig  # noqa: E402
+from benchmarks.bench_world_model import add_model_args, model_config  # noqa: E402
+from w4rl_core.models.unet import FrameUNet  # noqa: E402
+from w4rl_core.models.world_model import WorldModel  # noqa: E402
 
 BYTES = 2  # bf16
 
@@ -72,10 +73,7 @@ def measure(net: FrameUNet, batch: int, t: int, size: int, action_features: int)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--channels", default="64,128,128,256")
-    parser.add_argument("--layers-per-block", type=int, default=2)
-    parser.add_argument("--norm-groups", type=int, default=32)
+    add_model_args(parser, image_size=64, channels="64,128,128,256", layers_per_block=2, norm_groups=32)
     parser.add_argument("--steps", type=int, default=3, help="Euler steps per imagined frame")
     parser.add_argument("--batch", type=int, default=1024, help="frames per batched U-Net pass (weights amortized)")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 TFLOP/s (H100 SXM)")
@@ -83,10 +81,8 @@ def main() -> None:
     parser.add_argument("--no-append", action="store_true")
     args = parser.parse_args()
 
-    channels = tuple(int(c) for c in args.channels.split(","))
-    cfg = WorldModelConfig(action_low=(-1.0,) * 4, action_high=(1.0,) * 4,
-                           unet=UNetConfig(image_size=args.image_size, channels=channels,
-                                           layers_per_block=args.layers_per_block, norm_groups=args.norm_groups))
+    cfg = model_config(args)
+    channels = cfg.unet.channels
     model = WorldModel(cfg).eval()
     net = model.denoiser.net
     params = sum(p.numel() for p in net.parameters())
