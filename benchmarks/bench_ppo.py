@@ -42,7 +42,7 @@ class Timed:
     """Wraps a callable; accumulates its wall time, synchronizing the device around each call."""
 
     def __init__(self, fn, device: torch.device) -> None:
-        self.fn, self.device, self.seconds, self.calls = fn, device, 0.0, 0
+        self.fn, self.device, self.seconds = fn, device, 0.0
 
     def __call__(self, *args, **kwargs):
         sync(self.device)
@@ -50,7 +50,6 @@ class Timed:
         out = self.fn(*args, **kwargs)
         sync(self.device)
         self.seconds += time.perf_counter() - start
-        self.calls += 1
         return out
 
 

@@ -140,6 +140,9 @@ def rollout_fps(sample: Callable, context: torch.Tensor, actions: torch.Tensor, 
 def bench_imagination(model: WorldModel, args, device, variants: list[str]) -> list[tuple[str, ...]]:
     rows = []
     t, size = model.config.context_frames, model.config.unet.image_size
+    eager_model = model
+    if device.type == "cuda":  # the eager baseline as measured in DESIGN.md §3
+        eager_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
     for steps in (int(s) for s in args.sampler_steps.split(",")):
         sampler = SamplerConfig(steps=steps)
         for batch in (int(b) for b in args.batches.split(",")):
@@ -147,9 +150,6 @@ def bench_imagination(model: WorldModel, args, device, variants: list[str]) -> l
             context = (torch.rand(batch, t, 3, size, size, generator=g) * 2 - 1).to(device)
             actions = (torch.rand(batch, t, 4, generator=g) * 2 - 1).to(device)
             reference = model.predict(context, actions, sampler, torch.Generator(device=device).manual_seed(5))
-            eager_model = model
-            if device.type == "cuda":  # the eager baseline as measured in DESIGN.md §3
-                eager_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
 
             def eager(ctx, act, gen, _m=eager_model, _s=sampler):
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):

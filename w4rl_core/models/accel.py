@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import Any
@@ -116,11 +115,10 @@ class _Eval:
     timestep: float  # FrameUNet.NOISE_SCALE * c_noise
 
 
-def _evaluation(sigma: float, sigma_data: float) -> _Eval:
-    s2, d2 = sigma * sigma, sigma_data * sigma_data
-    return _Eval(sigma=sigma, c_in=1 / math.sqrt(s2 + d2), c_skip=d2 / (s2 + d2),
-                 c_out=sigma * sigma_data / math.sqrt(s2 + d2),
-                 timestep=FrameUNet.NOISE_SCALE * math.log(sigma) / 4)
+def _evaluation(denoiser, sigma: float) -> _Eval:
+    """The denoiser's own preconditioning (one formula, in float32 as the eager sampler computes it)."""
+    c_in, c_out, c_skip, c_noise = (float(c.reshape(-1)[0]) for c in denoiser.precondition(torch.tensor([sigma])))
+    return _Eval(sigma=sigma, c_in=c_in, c_skip=c_skip, c_out=c_out, timestep=FrameUNet.NOISE_SCALE * c_noise)
 
 
 class FastSampler:
@@ -143,11 +141,11 @@ class FastSampler:
         self.net = net
         self.encoder = model.encoder
         self.sampler = sampler
-        sd = model.config.edm.sigma_data
         # The float32 schedule the eager sampler uses, as Python numbers.
         sigmas = karras_sigmas(sampler).tolist()
         self._sigma0 = sigmas[0]
-        self._steps = [(s, n, _evaluation(s, sd), _evaluation(n, sd) if sampler.method == "heun" and n > 0 else None)
+        d = model.denoiser
+        self._steps = [(s, n, _evaluation(d, s), _evaluation(d, n) if sampler.method == "heun" and n > 0 else None)
                        for s, n in zip(sigmas[:-1], sigmas[1:])]
         if self.device.type == "cuda":
             # Shapes are fixed for the whole run: let cuDNN pick the fastest convolution algorithms.
