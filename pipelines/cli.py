@@ -270,11 +270,9 @@ def robot_serve(
 ) -> None:
     """Expose the Meta-World robot of TASK over HTTP (bearer token required on every request)."""
     from w4rl_core.robots.bridge import BridgeServer
-    from w4rl_core.robots.metaworld_robot import MetaWorldConfig, MetaWorldRobot
+    from w4rl_core.robots.metaworld_robot import MetaWorldRobot
 
-    p = _params(params)
-    c = p.collect
-    cfg = MetaWorldConfig(task=task, image_size=c.image_size, camera=c.camera, action_repeat=c.action_repeat)
+    cfg = _params(params).collect.robot_config(task)
     server = BridgeServer(lambda: MetaWorldRobot(cfg), _token(token_file, create=True), host, port)
     typer.echo(f"serving {cfg.task} on {server.url}", err=True)
     server.run()

@@ -45,6 +45,7 @@ class CollectParams:
     action_repeat: int = 2
     image_size: int = 64
     camera: str = "corner2"
+    crop: tuple[float, float, float] | None = None  # [top, left, size] of the camera view, fractions
     expert_noise: float = 0.1
     seed: int = 0
     workers: int = 0
@@ -59,7 +60,26 @@ class CollectParams:
             raise ValueError(f"collect.episodes has unknown kinds {sorted(bad)} (expert, random, policy)")
         if any(int(n) < 0 for n in self.episodes.values()):
             raise ValueError("collect.episodes counts must be >= 0")
+        if self.crop is not None:
+            object.__setattr__(self, "crop", tuple(self.crop))
+        self.robot_config(self.tasks[0])  # camera, crop, sizes: fail now, not after collection
 
+    def robot_config(self, task: str):
+        """The simulated robot every stage observes through (collection, evaluation, the bridge)."""
+        from w4rl_core.robots.metaworld_robot import MetaWorldConfig
+
+        return MetaWorldConfig(task=task, image_size=self.image_size, camera=self.camera, crop=self.crop,
+                               action_repeat=self.action_repeat)
+
+    def collect_config(self, task: str, kind: str, episodes: int, **overrides):
+        """A CollectConfig of these params (seed, workers, ... overridable: evaluation uses its own)."""
+        from w4rl_core.data.collect import CollectConfig
+
+        fields = dict(task=task, kind=kind, episodes=episodes, episode_len=self.episode_len,
+                      image_size=self.image_size, camera=self.camera, crop=self.crop,
+                      action_repeat=self.action_repeat, expert_noise=self.expert_noise, seed=self.seed,
+                      workers=self.workers, frames_per_shard=self.frames_per_shard)
+        return CollectConfig(**(fields | overrides))
 
 @dataclass(frozen=True)
 class ValidateParams:

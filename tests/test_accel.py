@@ -15,6 +15,7 @@ from pipelines.params import ParamsError, WorldModelParams, _build
 from w4rl_core.data.store import EpisodeStore
 from w4rl_core.data.windows import load_windows
 from w4rl_core.imagine.env import ImaginedEnv
+from w4rl_core.models import accel
 from w4rl_core.models.accel import AccelConfig, FastSampler
 from w4rl_core.models.sampler import SamplerConfig
 from w4rl_core.models.unet import UNetConfig
@@ -31,7 +32,11 @@ def _model(seed: int = 0) -> WorldModel:
     torch.manual_seed(seed)
     cfg = WorldModelConfig(action_low=(-1.0,) * 4, action_high=(1.0,) * 4,
                            unet=UNetConfig(image_size=16, context_frames=3, channels=(16, 32), norm_groups=8))
-    return WorldModel(cfg).eval()
+    model = WorldModel(cfg).eval()
+    # A trained model's output layer is not zero (it starts there): give it weights, so that the
+    # comparisons below see the whole network's numerics.
+    torch.nn.init.normal_(model.denoiser.net.unet.conv_out.weight, std=0.03)
+    return model
 
 
 def _inputs(batch: int = 6):
@@ -69,9 +74,24 @@ def test_bf16_fast_path_is_within_bf16_tolerance_and_leaves_the_model_alone(meth
     assert parameter_fingerprint(model) == before and next(model.parameters()).dtype == torch.float32
 
 
-def test_accel_config_resolves_auto_per_device_and_rejects_bad_values():
+def test_cpu_bf16_detection_reads_the_processor_flags(tmp_path):
+    flags = tmp_path / "cpuinfo"
+    flags.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f avx512bw\n")
+    assert not accel.cpu_has_native_bf16(str(flags))  # avx512f alone emulates bf16: slower
+    flags.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\n")
+    assert accel.cpu_has_native_bf16(str(flags))
+    flags.write_text("flags\t\t: fpu amx_bf16 amx_tile\n")
+    assert accel.cpu_has_native_bf16(str(flags))
+    assert not accel.cpu_has_native_bf16(str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_accel_config_resolves_auto_per_device_and_rejects_bad_values(native, monkeypatch):
+    monkeypatch.setattr(accel, "cpu_has_native_bf16", lambda: native)
     cpu = AccelConfig().resolve("cpu")
-    assert (cpu.dtype, cpu.channels_last, cpu.cuda_graphs, cpu.compile) == (torch.float32, False, False, False)
+    expected = torch.bfloat16 if native else torch.float32
+    assert (cpu.dtype, cpu.channels_last, cpu.cuda_graphs, cpu.compile) == (expected, False, False, False)
+    assert AccelConfig(precision="float32").resolve("cpu").dtype == torch.float32  # explicit wins
     gpu = AccelConfig().resolve("cuda")  # resolving needs no GPU
     assert (gpu.dtype, gpu.channels_last, gpu.cuda_graphs, gpu.data_on_device) == (torch.bfloat16, True, True, True)
     assert gpu.label == "bfloat16+channels_last+cuda_graphs"
@@ -94,7 +114,8 @@ def windows(tmp_path_factory):
     return load_windows([str(path)], image_size=16, val_fraction=0.25, seed=0)
 
 
-def test_imagined_env_default_path_on_cpu_equals_model_predict(windows):
+def test_imagined_env_default_path_on_cpu_equals_model_predict(windows, monkeypatch):
+    monkeypatch.setattr(accel, "cpu_has_native_bf16", lambda: False)  # auto = float32 on such a CPU
     model = _model()
     env = ImaginedEnv(model, windows[0], n_envs=5, device="cpu")
     assert env.accel_label == "float32"
@@ -112,9 +133,9 @@ def test_training_fast_paths_on_cpu_match_eager(windows, tmp_path):
     cfg = WorldModelTrainConfig(steps=4, batch_size=4, log_every=1, val_every=100, checkpoint_every=100)
     mcfg = _model().config
 
-    def run(name, accel):
+    def run(name, options):
         return train_world_model(mcfg, cfg, train, val, tmp_path / name, tmp_path / f"{name}-ck",
-                                 tmp_path / f"{name}.csv", progress=False, accel=accel)
+                                 tmp_path / f"{name}.csv", progress=False, accel=options)
 
     eager = run("eager", AccelConfig(precision="float32"))
     nhwc = run("nhwc", AccelConfig(precision="float32", channels_last=True, data_on_device=True))

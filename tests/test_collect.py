@@ -111,3 +111,24 @@ def test_episode_seeds_are_stable_and_distinct():
     assert episode_seed(0, "soccer-v3", "expert", 1) == episode_seed(0, "soccer-v3", "expert", 1)
     seeds = {episode_seed(0, t, k, i) for t in ("a", "b") for k in ("expert", "random") for i in range(10)}
     assert len(seeds) == 40
+
+
+def test_crop_keeps_the_requested_part_of_the_camera_view():
+    cropped_cfg = MetaWorldConfig(task="door-lock", image_size=24, crop=(0.25, 0.125, 0.75))
+    assert cropped_cfg.render_size == 32 and cropped_cfg.crop_box() == (8, 4)
+    robot = MetaWorldRobot(cropped_cfg)
+    try:
+        cropped = robot.reset(seed=5).rgb
+    finally:
+        robot.close()
+    robot = MetaWorldRobot(MetaWorldConfig(task="door-lock", image_size=32))
+    try:
+        full = robot.reset(seed=5).rgb
+    finally:
+        robot.close()
+    assert cropped.shape == (24, 24, 3)
+    np.testing.assert_array_equal(cropped, full[8:32, 4:28])  # the crop of the upright full view
+    with pytest.raises(ValueError, match="leaves the camera's view"):
+        MetaWorldConfig(task="door-lock", crop=(0.5, 0.0, 0.75))
+    with pytest.raises(ValueError, match="fractions"):
+        CollectConfig(task="door-lock", kind="expert", episodes=1, crop=(0.0, 0.0, 0.0))

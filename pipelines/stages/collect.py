@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipelines.params import Params
-from w4rl_core.data.collect import CollectConfig, PolicyFactory, collect
+from w4rl_core.data.collect import PolicyFactory, collect
 
 
 def store_path(root: str, task: str, kind: str) -> str:
@@ -42,18 +42,6 @@ def run(
     n = episodes if episodes is not None else p.episodes.get(kind, 0)
     if n < 1:
         raise ValueError(f"collect.episodes.{kind} is {n}: nothing to collect for {task}/{kind}")
-    config = CollectConfig(
-        task=task,
-        kind=kind,
-        episodes=n,
-        episode_len=p.episode_len,
-        image_size=p.image_size,
-        camera=p.camera,
-        action_repeat=p.action_repeat,
-        expert_noise=p.expert_noise,
-        seed=p.seed,
-        workers=p.workers,
-        frames_per_shard=p.frames_per_shard,
-    )
+    config = p.collect_config(task, kind, n)
     summary = collect(config, out, policy_factory=policy_factory, progress=progress)
     return summary | {"profile": params.profile.name, "smoke_scale": params.profile.smoke_scale}

@@ -68,10 +68,7 @@ def train_reward(params: Params, task: str, progress: bool = False) -> dict[str,
 
 
 def _eval_config(params: Params, task: str, episodes: int, seed: int, workers: int) -> CollectConfig:
-    c = params.collect
-    return CollectConfig(task=task, kind="eval", episodes=episodes, episode_len=c.episode_len,
-                         image_size=c.image_size, camera=c.camera, action_repeat=c.action_repeat, seed=seed,
-                         workers=workers, frames_per_shard=c.frames_per_shard)
+    return params.collect.collect_config(task, "eval", episodes, seed=seed, workers=workers)
 
 
 def refine(params: Params, task: str) -> dict[str, Any]:

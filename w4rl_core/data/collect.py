@@ -49,6 +49,7 @@ class CollectConfig:
     episode_len: int = 50  # recorded steps per episode (each is `action_repeat` physics steps)
     image_size: int = 64
     camera: str = "corner2"
+    crop: tuple[float, float, float] | None = None  # see MetaWorldConfig.crop
     action_repeat: int = 2
     expert_noise: float = 0.1  # std of Gaussian noise added to the scripted expert's actions
     seed: int = 0
@@ -62,12 +63,15 @@ class CollectConfig:
             raise ValueError("episodes must be >= 1 and episode_len >= 2")
         if self.expert_noise < 0 or self.workers < 0:
             raise ValueError("expert_noise and workers must be >= 0")
-        # Validates task name, image size and action repeat early, before any process starts.
-        object.__setattr__(self, "task", self.robot_config().task)
+        # Validates task name, image size, crop and action repeat early, before any process starts.
+        robot = self.robot_config()
+        object.__setattr__(self, "task", robot.task)
+        object.__setattr__(self, "crop", robot.crop)
 
     def robot_config(self) -> MetaWorldConfig:
         return MetaWorldConfig(
-            task=self.task, image_size=self.image_size, camera=self.camera, action_repeat=self.action_repeat
+            task=self.task, image_size=self.image_size, camera=self.camera, crop=self.crop,
+            action_repeat=self.action_repeat,
         )
 
 

@@ -2,8 +2,11 @@
 
 D(x; sigma, c) = c_skip x + c_out F(c_in x; c_noise, c). Training draws ln(sigma) ~ N(p_mean, p_std),
 adds offset noise (a per-channel constant, helps brightness shifts), and regresses F onto
-(x_clean - c_skip x_noisy) / c_out. Context frames get their own random noise (augmentation against
-autoregressive drift: at rollout time the context is the model's own imperfect output).
+(x_clean - c_skip x_noisy) / c_out. Context frames can get their own random noise, sigma_ctx ~
+U(0, context_noise_max) (augmentation against autoregressive drift: at rollout time the context is
+the model's own imperfect output). Unless the network is told that level (UNetConfig.
+context_noise_embedding), noise larger than a frame-to-frame change teaches it to redraw the context
+instead of copying what did not move; docs/results.md measures the choices.
 """
 
 from __future__ import annotations
@@ -67,13 +70,14 @@ class Denoiser(nn.Module):
             return torch.randn(*shape, device=dev, generator=generator)
 
         context, target = frames[:, :-1], frames[:, -1]
-        ctx_sigma = torch.rand(b, 1, 1, 1, 1, device=dev, generator=generator) * cfg.context_noise_max
-        context = context + ctx_sigma * randn(*context.shape)
+        ctx_sigma = torch.rand(b, device=dev, generator=generator) * cfg.context_noise_max
+        if cfg.context_noise_max > 0:
+            context = context + ctx_sigma.reshape(-1, 1, 1, 1, 1) * randn(*context.shape)
         sigma = torch.exp(cfg.p_mean + cfg.p_std * randn(b)).clamp(cfg.sigma_min, cfg.sigma_max)
         noise = randn(*target.shape) + cfg.offset_noise * randn(b, target.shape[1], 1, 1)
         x_noisy = target + sigma.reshape(-1, 1, 1, 1) * noise
         c_in, c_out, c_skip, c_noise = self.precondition(sigma)
-        pred = self.net(c_in * x_noisy, c_noise, context, actions).float()
+        pred = self.net(c_in * x_noisy, c_noise, context, actions, ctx_sigma).float()
         goal = (target - c_skip * x_noisy) / c_out
         loss = torch.mean((pred - goal) ** 2)
         return loss, {"loss": float(loss.detach())}

@@ -1,4 +1,9 @@
-"""Sampling the next frame: Karras rho-schedule, Euler or Heun steps (EDM), a few steps suffice."""
+"""Sampling the next frame: Karras rho-schedule, Euler or Heun steps (EDM), a few steps suffice.
+
+The denoised estimate D(x; sigma) is clamped to the pixel range [-1, 1] at every step (as DIAMOND
+does): the clean frame is known to lie there, and with 1-3 steps an out-of-range estimate at a high
+noise level would otherwise carry straight into the result.
+"""
 
 from __future__ import annotations
 
@@ -47,10 +52,10 @@ def sample_next_frame(
     x = torch.randn(b, c, h, w, device=context.device, generator=generator) * sigmas[0]
     for sigma, nxt in zip(sigmas[:-1], sigmas[1:]):
         s = sigma.expand(b)
-        d = (x - denoiser.denoise(x, s, context, actions)) / sigma
+        d = (x - denoiser.denoise(x, s, context, actions).clamp(-1, 1)) / sigma
         x_next = x + d * (nxt - sigma)
         if config.method == "heun" and nxt > 0:
-            d2 = (x_next - denoiser.denoise(x_next, nxt.expand(b), context, actions)) / nxt
+            d2 = (x_next - denoiser.denoise(x_next, nxt.expand(b), context, actions).clamp(-1, 1)) / nxt
             x_next = x + (d + d2) / 2 * (nxt - sigma)
         x = x_next
     return x.clamp(-1, 1)

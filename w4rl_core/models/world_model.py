@@ -21,6 +21,9 @@ from w4rl_core.models.sampler import SamplerConfig, sample_next_frame
 from w4rl_core.models.unet import FrameUNet, UNetConfig
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+#: Bumped when a checkpoint of the previous layout can no longer be read correctly. 2: Fourier
+#: noise embedding, normalised mid-block attention, optional context-noise embedding.
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,8 @@ def save_world_model(path: str | os.PathLike[str], model: WorldModel, meta: dict
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE))
         (tmp / CONFIG_FILE).write_text(
-            json.dumps({"config": model.config.to_dict(), "meta": meta or {}}, indent=2, sort_keys=True)
+            json.dumps({"format_version": FORMAT_VERSION, "config": model.config.to_dict(), "meta": meta or {}},
+                       indent=2, sort_keys=True)
         )
 
 
@@ -103,6 +107,11 @@ def load_world_model(path: str | os.PathLike[str], device: str | torch.device = 
     if not (path / CONFIG_FILE).exists():
         raise FileNotFoundError(f"{path}: no {CONFIG_FILE}; is this a world-model directory (dvc pull?)")
     raw = json.loads((path / CONFIG_FILE).read_text())
+    if raw.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path / CONFIG_FILE}: world-model format {raw.get('format_version', 1)}, this w4rl reads format "
+            f"{FORMAT_VERSION}; retrain it with this version (`dvc repro train_world_model`)"
+        )
     model = WorldModel(WorldModelConfig.from_dict(raw["config"]))
     model.load_state_dict(load_file(str(path / WEIGHTS_FILE), device="cpu"))
     return model.to(device).eval(), raw.get("meta", {})

@@ -52,8 +52,12 @@ class MetaWorldConfig:
     """How the simulated robot is built. Validated at construction."""
 
     task: str
-    image_size: int = 64  # square frames, pixels
+    image_size: int = 64  # square frames, pixels (after the crop)
     camera: str = "corner2"  # fixed camera; one of the model's cameras
+    # Square crop (top, left, size) as fractions of the camera's full view, or None for the whole
+    # view. The camera renders at image_size / size pixels and the crop keeps image_size: the
+    # pixels that matter (gripper, object, goal) fill more of the frame at the same resolution.
+    crop: tuple[float, float, float] | None = None
     action_repeat: int = 2  # physics steps per recorded step (same action)
     fast_render: bool = True  # shadows, MSAA and reflections off (~9x faster on CPU)
     # Seed of Meta-World's MT1 benchmark: it fixes the task's 50 goal/object variations. Without
@@ -66,6 +70,25 @@ class MetaWorldConfig:
             raise ValueError(f"image_size must be in [8, 512], got {self.image_size}")
         if self.action_repeat < 1:
             raise ValueError(f"action_repeat must be >= 1, got {self.action_repeat}")
+        if self.crop is not None:
+            crop = tuple(float(v) for v in self.crop)
+            object.__setattr__(self, "crop", crop)
+            if len(crop) != 3 or not (0 < crop[2] <= 1 and crop[0] >= 0 and crop[1] >= 0):
+                raise ValueError(f"crop must be [top, left, size] fractions with 0 < size <= 1, got {self.crop}")
+            if crop[0] + crop[2] > 1 + 1e-9 or crop[1] + crop[2] > 1 + 1e-9:
+                raise ValueError(f"crop {list(crop)} leaves the camera's view (top + size and left + size <= 1)")
+
+    @property
+    def render_size(self) -> int:
+        """Pixels the camera renders per side (image_size, or more when cropping)."""
+        return self.image_size if self.crop is None else round(self.image_size / self.crop[2])
+
+    def crop_box(self) -> tuple[int, int]:
+        """(row, column) of the crop's top-left corner in the rendered frame."""
+        if self.crop is None:
+            return 0, 0
+        r = self.render_size
+        return min(round(self.crop[0] * r), r - self.image_size), min(round(self.crop[1] * r), r - self.image_size)
 
 
 class MetaWorldRobot:
@@ -83,8 +106,8 @@ class MetaWorldRobot:
             seed=config.benchmark_seed,
             render_mode="rgb_array",
             camera_name=config.camera,
-            width=config.image_size,
-            height=config.image_size,
+            width=config.render_size,
+            height=config.render_size,
             disable_env_checker=True,
         )
         # We choose the goal variation ourselves (seeded) instead of the wrapper's unseeded draw.
@@ -100,6 +123,7 @@ class MetaWorldRobot:
             sim.model.light_castshadow[:] = 0
             sim.model.mat_reflectance[:] = 0
         self._flip = config.camera in _ROTATED_CAMERAS
+        self._crop = config.crop_box()
         self.action_low = np.asarray(self._env.action_space.low, dtype=np.float32)
         self.action_high = np.asarray(self._env.action_space.high, dtype=np.float32)
         self.state_dim = int(self._env.observation_space.shape[0])
@@ -114,6 +138,9 @@ class MetaWorldRobot:
         frame = self._env.render()
         if self._flip:
             frame = frame[::-1, ::-1]
+        if self.config.crop is not None:  # the crop is of the upright image
+            (r, c), n = self._crop, self.config.image_size
+            frame = frame[r : r + n, c : c + n]
         return np.ascontiguousarray(frame, dtype=np.uint8)
 
     def _obs(self, state: np.ndarray) -> Observation:

@@ -30,7 +30,8 @@ class WorldModelTrainConfig:
     steps: int = 400  # optimizer steps
     batch_size: int = 32
     lr: float = 1e-4
-    weight_decay: float = 1e-2
+    warmup_steps: int = 100  # linear learning-rate warm-up from lr/warmup_steps (0 = none)
+    weight_decay: float = 1e-2  # on conv/linear weights only (not norms, biases, embeddings)
     ema_decay: float = 0.999
     grad_clip: float = 1.0
     log_every: int = 10  # steps between loss-curve rows
@@ -44,7 +45,27 @@ class WorldModelTrainConfig:
             raise ValueError("steps, batch_size, log_every, val_every and checkpoint_every must be >= 1")
         if not 0 <= self.ema_decay < 1 or self.lr <= 0 or self.grad_clip <= 0:
             raise ValueError("need 0 <= ema_decay < 1, lr > 0, grad_clip > 0")
+        if self.warmup_steps < 0 or self.weight_decay < 0:
+            raise ValueError("warmup_steps and weight_decay must be >= 0")
 
+    def lr_at(self, step: int) -> float:
+        """Learning rate of optimizer step `step` (0-based): linear warm-up, then constant. A function
+        of the step alone, so a resumed run follows the same schedule with no scheduler state."""
+        if self.warmup_steps == 0:
+            return self.lr
+        return self.lr * min(1.0, (step + 1) / self.warmup_steps)
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay conv/linear weights; not norms, biases or embeddings (EDM/DIAMOND practice:
+    decaying a norm's gain or an embedding table pulls them towards 0, which is no prior worth having).
+    The embeddings here are the noise/context-noise Fourier features (buffers, not trained) and the
+    first layer of the action MLP, which maps the two-hot code: a lookup table in linear form."""
+    embedding = {id(m.weight) for name, m in model.named_modules() if name.endswith("action_mlp.0")}
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (no_decay if p.ndim < 2 or id(p) in embedding else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 @torch.no_grad()
 def _ema_update(ema: AveragedModel, model: torch.nn.Module, updates_before: int, decay: float) -> None:
@@ -114,7 +135,7 @@ class Training:
             model.denoiser.net.compile(mode=fast.compile_mode)
         self.model = model
         # fused AdamW: one kernel for all parameters instead of several per tensor (CUDA only here).
-        self.opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+        self.opt = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr,
                                      fused=device.type == "cuda")
         self.batch_gen = torch.Generator().manual_seed(config.seed)
         self.noise_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
@@ -122,6 +143,8 @@ class Training:
 
     def step(self, windows: FrameWindows, updates_before: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step on a fresh batch -> (loss, grad norm) as device tensors (no sync)."""
+        for group in self.opt.param_groups:
+            group["lr"] = self.config.lr_at(updates_before)
         frames, actions, _ = windows.sample(self.config.batch_size, self.t + 1, self.batch_gen, self.device)
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.mixed):
             loss, _ = self.model.loss(frames, actions[:, : self.t], self.noise_gen)
