@@ -172,16 +172,20 @@ def train_world_model(params: ParamsOpt = DEFAULT_PARAMS, device: DeviceOpt = No
 
 @eval_app.command("fidelity")
 def eval_fidelity(params: ParamsOpt = DEFAULT_PARAMS, device: DeviceOpt = None) -> None:
-    """Open-loop rollouts on held-out episodes: PSNR/SSIM per step vs copying the last frame."""
+    """Imagined episodes from held-out episode starts with the recorded actions: PSNR (full frame and
+    moving pixels) and SSIM per horizon vs copying the last frame, detector agreement."""
     from pipelines.stages import world_model as stage
 
     p = _params(params)
     typer.echo(p.profile.banner, err=True)
     m = stage.fidelity(p, device)
-    for name in ("model", "copy_last_frame"):
-        psnr, ssim = m[name]["psnr"], m[name]["ssim"]
-        cells = "  ".join(f"{h}: {psnr[h]:.2f} dB / {ssim[h]:.3f}" for h in psnr)
-        typer.echo(f"{name:<16} PSNR/SSIM  {cells}")
+    for metric in ("psnr", "psnr_moving", "ssim"):
+        for name in ("model", "copy_last_frame"):
+            v, se = m[name][metric], m[name][f"{metric}_se"]
+            cells = "  ".join(f"{h}: {v[h]:.3f}±{se[h] or 0:.3f}" for h in v)
+            typer.echo(f"{metric:<12} {name:<16} {cells}")
+    agree = m["classifier_agreement"]
+    typer.echo(f"detector agreement imagined vs real: frames {agree['frame']}, episodes {agree['episode']}")
     typer.echo(f"metrics: {stage.FIDELITY_METRICS}; report, strips and GIFs: {stage.FIDELITY_REPORT}/")
 
 
@@ -214,7 +218,8 @@ def train_reward(task: TaskOpt, params: ParamsOpt = DEFAULT_PARAMS, device: Devi
 
 @app.command()
 def refine(task: TaskOpt, params: ParamsOpt = DEFAULT_PARAMS, device: DeviceOpt = None) -> None:
-    """PPO inside the frozen world model, from the BC policy, rewarded by the frozen classifier."""
+    """PPO inside the frozen world model from the BC policy, once per refine.seeds entry, rewarded by
+    the frozen, calibrated success detector."""
     from pipelines.stages import policy as stage
 
     typer.echo(json.dumps(stage.refine(_policy_params(params, device), task)))
@@ -226,13 +231,12 @@ def evaluate(params: ParamsOpt = DEFAULT_PARAMS) -> None:
     from pipelines.stages import policy as stage
 
     m = stage.evaluate(_policy_params(params, None))
-    typer.echo(f"{'task':<20} {'BC':>14} {'refined':>14} {'imagined':>9}")
-    for task, e in m["per_task"].items():
+    typer.echo(f"{'task':<20} {'BC':>14} {'refined':>14} {'uplift [95% CI]':>24}")
+    for task, e in [*m["per_task"].items(), ("overall", m["overall"])]:
+        lo, hi = e["uplift_ci95"]
         typer.echo(f"{task:<20} {e['bc']['success_rate']:>6.2f} (n={e['bc']['episodes']:>3}) "
                    f"{e['refined']['success_rate']:>6.2f} (n={e['refined']['episodes']:>3}) "
-                   f"{e['imagined_success_end']:>9.2f}")
-    o = m["overall"]
-    typer.echo(f"{'overall':<20} {o['bc']['success_rate']:>14.2f} {o['refined']['success_rate']:>14.2f}")
+                   f"{e['uplift']:>+7.2f} [{lo:+.2f}, {hi:+.2f}]")
 
 
 robot_app = typer.Typer(help="Serve a robot over the network, or evaluate on one.", no_args_is_help=True)
@@ -358,8 +362,10 @@ def _registry(params: Path):
 @registry_app.command("list")
 def registry_list(params: ParamsOpt = DEFAULT_PARAMS) -> None:
     """Every registered policy, oldest first."""
+    from pipelines.stages.gate import promoted_success
+
     for r in _registry(params).records():
-        refined = r["metrics"]["refined"]["success_rate"]
+        refined = promoted_success(r) or float("nan")
         typer.echo(f"{r['policy_id']:<32} {r['registered_at'][:19]}  refined success {refined:.2f}"
                    f"{'  (smoke-scale)' if r.get('smoke_scale') else ''}")
 

@@ -98,6 +98,7 @@ class WorldModelParams:
     channels: tuple[int, ...] = (32, 32, 64, 64)
     layers_per_block: int = 1
     norm_groups: int = 8
+    context_noise_embedding: bool = False  # tell the U-Net the context-noise level (0 at sampling)
     val_fraction: float = 0.2
     split_seed: int = 0
     edm: dict[str, Any] = field(default_factory=dict)
@@ -131,6 +132,7 @@ class WorldModelParams:
                 channels=self.channels,
                 layers_per_block=self.layers_per_block,
                 norm_groups=self.norm_groups,
+                context_noise_embedding=self.context_noise_embedding,
             ),
             edm=EDMConfig(**self.edm),
             sampler=SamplerConfig(**self.sampler),
@@ -146,18 +148,20 @@ class WorldModelParams:
 
 @dataclass(frozen=True)
 class FidelityParams:
-    horizon: int = 16
-    episodes: int = 8
+    """Open-loop imagined episodes from held-out episode starts; the horizon is the refinement's
+    (Params.episode_horizon), so fidelity is measured where refinement runs."""
+
+    episodes: int = 64  # held-out episodes rolled out (at most)
     strips: int = 2
     seed: int = 0
 
-    def config(self):
+    def config(self, horizon: int):
         from w4rl_core.eval.fidelity import FidelityConfig
 
-        return FidelityConfig(horizon=self.horizon, episodes=self.episodes, strips=self.strips, seed=self.seed)
+        return FidelityConfig(horizon=horizon, episodes=self.episodes, strips=self.strips, seed=self.seed)
 
     def __post_init__(self) -> None:
-        self.config()
+        self.config(horizon=1)
 
 
 def _cnn(channels, hidden, image_size):
@@ -190,38 +194,53 @@ class PolicyParams:
 
 @dataclass(frozen=True)
 class RewardParams:
-    """Success classifier (per task), trained on expert and BC-rollout frames."""
+    """Success classifier (per task), trained on the frames of `kinds`, its episode-level detector
+    (threshold, persistence) calibrated on held-out episodes."""
 
     channels: tuple[int, ...] = (16, 32, 64)
     hidden: int = 128
+    kinds: tuple[str, ...] = ("expert", "policy")
     train: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(self.channels))
+        object.__setattr__(self, "kinds", tuple(self.kinds))
+        bad = set(self.kinds) - {"expert", "random", "policy"}
+        if bad or not self.kinds:
+            raise ValueError(f"reward.kinds must be a non-empty subset of expert, random, policy; got {self.kinds}")
         _supervised(self.train)
 
 
 @dataclass(frozen=True)
 class RefineParams:
-    """PPO inside the frozen world model (per task); keys of w4rl_core.train.ppo.PPOConfig, plus
-    the periodic real evaluation's size and seed."""
+    """PPO inside the frozen world model (per task and seed); keys of w4rl_core.train.ppo.PPOConfig
+    except horizon (a real episode's: Params.episode_horizon) and seed (one run per `seeds` entry),
+    plus the periodic real evaluation's size and seed."""
 
+    seeds: tuple[int, ...] = (0,)  # one refinement per seed; all are evaluated and reported
     eval_episodes: int = 4
     eval_seed: int = 777  # disjoint from evaluate.seed: periodic and final evaluations share no episode
     ppo: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.ppo_config()
+        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"refine.seeds must be distinct and non-empty, got {list(self.seeds)}")
+        for key in ("horizon", "seed"):
+            if key in self.ppo:
+                raise ValueError(f"refine.ppo.{key} is set by the pipeline (horizon: a real episode's length "
+                                 "minus world_model.context_frames; seed: refine.seeds); remove it")
+        self.ppo_config(horizon=1, seed=0)
 
-    def ppo_config(self):
+    def ppo_config(self, horizon: int, seed: int):
         from w4rl_core.train.ppo import PPOConfig
 
-        return PPOConfig(**self.ppo)
+        return PPOConfig(**self.ppo, horizon=horizon, seed=seed)
 
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    episodes: int = 10  # per task and policy
+    episodes: int = 10  # per task and refinement seed; BC runs the same episodes (paired)
     seed: int = 100
     deterministic: bool = True  # act with the policy mean
     videos: int = 2  # GIFs per task and policy
@@ -250,7 +269,19 @@ class Params:
     def __post_init__(self) -> None:
         from w4rl_core.registry.gate import GateRules
 
-        GateRules(**self.gate)  # unknown or invalid rule keys fail at load time
+        try:
+            GateRules(**self.gate)  # unknown or invalid rule keys fail at load time
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"section 'gate': {err}") from err
+        if self.episode_horizon < 1:
+            raise ValueError(f"collect.episode_len ({self.collect.episode_len}) must exceed "
+                             f"world_model.context_frames ({self.world_model.context_frames})")
+
+    @property
+    def episode_horizon(self) -> int:
+        """Imagined steps of an episode: a real episode's frames after the T context frames it starts
+        from (refinement and fidelity both use it)."""
+        return self.collect.episode_len - self.world_model.context_frames
 
     def policy_cnn(self):
         return _cnn(self.policy.channels, self.policy.hidden, self.world_model.image_size)
@@ -285,4 +316,4 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
         return Params(**{name: _build(cls, name, raw.get(name) or {}) for name, cls in _SECTIONS.items()},
                       gate=raw.get("gate") or {})
     except (TypeError, ValueError) as err:
-        raise ParamsError(f"{path}: section 'gate': {err}") from err
+        raise ParamsError(f"{path}: {err}") from err

@@ -44,14 +44,22 @@ def test_repro_collects_validates_and_second_run_is_a_fast_no_op(repo):
     assert (repo / "data/models/world_model/model.safetensors").exists()
     assert (repo / "plots/world_model_loss.csv").read_text().count("\n") == 4  # header + 3 rows
     fidelity = json.loads((repo / "metrics/fidelity.json").read_text())
-    assert fidelity["smoke_scale"] and len(fidelity["model"]["psnr_per_step"]) == 4
+    # fidelity at the refinement horizon: a 50-step episode after its T = 4 context frames
+    assert fidelity["smoke_scale"] and fidelity["horizon"] == 46 and len(fidelity["model"]["psnr_per_step"]) == 46
+    assert {"psnr", "psnr_moving", "ssim"} <= set(fidelity["model"]) and "classifier_agreement" in fidelity
     assert (repo / "reports/fidelity/strip_0.png").exists()
     policy = json.loads((repo / "metrics/policy.json").read_text())
     task = policy["per_task"]["door-lock-v3"]
-    assert policy["smoke_scale"] and {"bc", "refined", "imagined_success_end", "exploitation_gap"} <= set(task)
+    assert policy["smoke_scale"] and {"bc", "refined", "seeds", "candidate", "uplift", "uplift_ci95",
+                                      "reward_calibration", "calibration_gap", "exploitation_gap"} <= set(task)
     assert task["bc"]["episodes"] == 1 and len(task["refined"]["ci95"]) == 2
-    assert json.loads((repo / "metrics/refine/door-lock-v3.json").read_text())["real_episodes_used"] == 1
-    assert set(json.loads((repo / "metrics/reward/door-lock-v3.json").read_text())["val"]) >= {"frames"}
+    assert {"uplift", "uplift_ci95", "pairs"} <= set(policy["overall"])
+    refine_metrics = json.loads((repo / "metrics/refine/door-lock-v3.json").read_text())
+    assert refine_metrics["seeds"][0]["real_episodes_used"] == 1 and refine_metrics["candidate_seed"] == 0
+    assert (repo / "data/models/refined/door-lock-v3/seeds/seed0/model.safetensors").exists()
+    reward = json.loads((repo / "metrics/reward/door-lock-v3.json").read_text())
+    assert set(reward["val"]) >= {"frames"} and {"threshold", "persistence"} == set(reward["detector"])
+    assert {"true_success", "classifier_success", "episodes"} <= set(reward["reward_calibration"])
 
     # gate -> promote -> lineage on the tiny policy: the chain names the dataset hashes of dvc.lock
     gate = dvc(repo, "gate", tool="w4rl")

@@ -24,9 +24,13 @@ def fidelity(psnr: float, ssim: float = 0.9, base: float = 20.0) -> dict:
     return {"model": {"psnr": {"mean": psnr}, "ssim": {"mean": ssim}}, "copy_last_frame": {"psnr": {"mean": base}}}
 
 
-def policy(bc: float, refined: float, n: int = 20) -> dict:
-    return {"per_task": {TASK: {"bc": {"success_rate": bc, "episodes": n},
-                                "refined": {"success_rate": refined, "episodes": n}}}}
+def policy(bc: float, refined: float, n: int = 20, half_width: float = 0.1) -> dict:
+    """metrics/policy.json as `evaluate` writes it: paired uplift, its interval, the candidate."""
+    uplift = refined - bc
+    entry = {"bc": {"success_rate": bc, "episodes": n}, "refined": {"success_rate": refined, "episodes": n},
+             "candidate": {"success_rate": refined, "episodes": n}, "uplift": uplift,
+             "uplift_ci95": [uplift - half_width, uplift + half_width]}
+    return {"per_task": {TASK: entry}, "overall": {k: entry[k] for k in ("bc", "refined", "uplift", "uplift_ci95")}}
 
 
 def verdict(fid, pol, promoted=None) -> dict:
@@ -138,14 +142,39 @@ def test_run_report_holds_every_section(tmp_path):
     fid["model"]["psnr"] = {"h1": 33.0, "mean": 30.0}
     fid["model"]["ssim"] = {"h1": 0.9, "mean": 0.8}
     fid["copy_last_frame"] = {"psnr": {"h1": 40.0, "mean": 33.0}, "ssim": {"h1": 0.99, "mean": 0.9}}
-    pol = {"per_task": {TASK: {"bc": {"success_rate": 0.2, "ci95": [0.1, 0.4], "episodes": 10},
-                               "refined": {"success_rate": 0.4, "ci95": [0.2, 0.6], "episodes": 10},
-                               "imagined_success_end": 0.7, "exploitation_gap": 0.3}}}
+    pol = policy(0.2, 0.4, n=10)
     gate = decide(RULES, fid, pol, [TASK], {})
     drift = {"reference": ["a"], "current": ["b"], "reference_episodes": 3, "current_episodes": 4,
              "columns": {"length": {"method": "K-S", "value": 0.5, "threshold": 0.05, "drift": False}}}
     build_run_report(tmp_path / "r.html", title="run", smoke_scale=True, drift=drift, fidelity=fid,
                      fidelity_dir=None, policy=pol, gate=gate)
     page = (tmp_path / "r.html").read_text()
-    for words in ("SMOKE-SCALE", "Dataset drift", "PSNR h1", "refined 95% CI", "REFUSE", "fidelity_beats_copy_last_frame"):
+    for words in ("SMOKE-SCALE", "Dataset drift", "PSNR h1", "uplift 95% CI", "REFUSE", "fidelity_beats_copy_last_frame"):
         assert words in page
+
+
+def test_every_horizon_rule_needs_full_frame_and_moving_pixels_at_each_horizon():
+    rules = GateRules(require_beats_copy_last_every_horizon=True)
+    horizons = {"h1": 30.0, "h8": 28.0, "mean": 28.0}
+    fid = {"model": {"psnr": dict(horizons), "psnr_moving": dict(horizons), "ssim": {"mean": 0.9}},
+           "copy_last_frame": {"psnr": {k: v - 1 for k, v in horizons.items()},
+                               "psnr_moving": {k: v - 1 for k, v in horizons.items()}}}
+    ok = decide(rules, fid, policy(0.2, 0.3), [TASK], {})["tasks"][TASK]
+    assert ok["promote"], ok["failed_rules"]
+    fid["copy_last_frame"]["psnr_moving"]["h1"] = 31.0  # the baseline wins at one horizon on moving pixels
+    bad = decide(rules, fid, policy(0.2, 0.3), [TASK], {})["tasks"][TASK]
+    assert bad["failed_rules"] == ["fidelity_psnr_moving_beats_copy_last_every_horizon"]
+    rule = next(r for r in bad["rules"] if r["rule"] == bad["failed_rules"][0])
+    assert rule["value"] == pytest.approx(-1.0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(bc=rate, refined=rate, half=st.floats(0, 0.5))
+def test_uplift_interval_rules_need_the_lower_end_above_the_threshold(bc, refined, half):
+    rules = GateRules(min_uplift=-1.0, min_uplift_ci_low=0.0, min_overall_uplift=0.1, min_overall_uplift_ci_low=0.0)
+    v = decide(rules, fidelity(40.0), policy(bc, refined, half_width=half), [TASK], {})["tasks"][TASK]
+    low = refined - bc - half
+    expected = {"uplift_ci_low", "overall_uplift_ci_low"} if low < 0 else set()
+    if refined - bc < 0.1:
+        expected.add("overall_uplift")
+    assert set(v["failed_rules"]) == expected

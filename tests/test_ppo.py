@@ -11,8 +11,17 @@ from w4rl_core.data.store import EpisodeStore
 from w4rl_core.data.windows import load_windows
 from w4rl_core.imagine.env import ImaginedEnv
 from w4rl_core.models.policy import CNNConfig, GaussianPolicy, PolicyConfig, SuccessClassifier
+from w4rl_core.models.success import DetectorConfig, SuccessDetector
 from w4rl_core.models.world_model import WorldModel
-from w4rl_core.train.ppo import PPOConfig, clipped_surrogate, compute_gae, parameter_fingerprint, refine
+from w4rl_core.train.ppo import (
+    PPOConfig,
+    action_log_prob,
+    clipped_surrogate,
+    compute_gae,
+    imagined_success,
+    parameter_fingerprint,
+    refine,
+)
 
 
 def test_gae_matches_a_hand_computation():
@@ -68,12 +77,12 @@ def tiny_refinement(tmp_path_factory):
 
 def test_refinement_changes_the_policy_but_never_the_frozen_models(tiny_refinement, tmp_path):
     train, world_model, classifier, policy = tiny_refinement
-    env = ImaginedEnv(world_model, train, n_envs=4, reward_fn=classifier.prob)
+    env = ImaginedEnv(world_model, train, n_envs=4, success_fn=SuccessDetector(classifier, DetectorConfig()))
     before = parameter_fingerprint(world_model, classifier)
     policy_before = parameter_fingerprint(policy)
     calls = []
-    cfg = PPOConfig(iterations=3, n_envs=4, horizon=4, epochs=2, minibatches=2, eval_every=2,
-                    disagreement_envs=2, bc_batch=8)
+    cfg = PPOConfig(iterations=3, n_envs=4, horizon=4, epochs=2, minibatches=2, eval_every=2, bc_batch=8,
+                    critic_warmup=2, uncertainty_coef=1.0, imagined_eval_episodes=4)
     refined, summary = refine(policy, env, train.rgb, train.action, cfg, tmp_path / "curve.csv",
                               real_eval=lambda p, it: calls.append(it) or 0.25, frozen=(world_model, classifier))
     assert parameter_fingerprint(world_model, classifier) == before
@@ -83,18 +92,20 @@ def test_refinement_changes_the_policy_but_never_the_frozen_models(tiny_refineme
     assert summary["real_success_periodic"] == [(2, 0.25), (3, 0.25)] and summary["real_evaluations"] == 2
     header = (tmp_path / "curve.csv").read_text().splitlines()[0].split(",")
     assert {"imagined_success", "real_success", "approx_kl", "clipfrac", "explained_variance",
-            "wm_disagreement", "bc_nll"} <= set(header)
+            "uncertainty", "uncertainty_penalty", "bc_nll"} <= set(header)
+    assert summary["uncertainty_reference"] > 0
+    assert set(summary["imagined_eval"]) == {"episodes", "bc", "refined"} and summary["imagined_eval"]["episodes"] == 4
 
 
 def test_refinement_detects_a_changed_frozen_model(tiny_refinement, tmp_path, monkeypatch):
     train, world_model, classifier, policy = tiny_refinement
-    env = ImaginedEnv(world_model, train, n_envs=2, reward_fn=classifier.prob)
+    env = ImaginedEnv(world_model, train, n_envs=2, success_fn=SuccessDetector(classifier, DetectorConfig()))
     real_step = env.step
 
-    def tampering_step(action, spread_envs=0):
+    def tampering_step(action):
         with torch.no_grad():
             next(classifier.parameters()).add_(1.0)
-        return real_step(action, spread_envs)
+        return real_step(action)
 
     monkeypatch.setattr(env, "step", tampering_step)
     cfg = PPOConfig(iterations=1, n_envs=2, horizon=2, epochs=1, minibatches=1, eval_every=0, bc_coef=0.0)
@@ -104,7 +115,7 @@ def test_refinement_detects_a_changed_frozen_model(tiny_refinement, tmp_path, mo
 
 def test_select_by_real_keeps_the_best_checkpoint(tiny_refinement, tmp_path):
     train, world_model, classifier, policy = tiny_refinement
-    env = ImaginedEnv(world_model, train, n_envs=2, reward_fn=classifier.prob)
+    env = ImaginedEnv(world_model, train, n_envs=2, success_fn=SuccessDetector(classifier, DetectorConfig()))
     snapshots = {}
 
     def real_eval(p, it):
@@ -115,3 +126,83 @@ def test_select_by_real_keeps_the_best_checkpoint(tiny_refinement, tmp_path):
                     bc_coef=0.0, lr=1e-3)
     refined, summary = refine(policy, env, train.rgb, train.action, cfg, tmp_path / "c.csv", real_eval=real_eval)
     assert summary["selected_by_real"] and parameter_fingerprint(refined) == snapshots[1]
+
+
+def test_clipped_log_prob_puts_the_tail_mass_at_the_bounds():
+    from torch.distributions import Normal
+
+    dist = Normal(torch.tensor([[0.5, -0.2]]), torch.tensor([[0.5, 0.3]]))
+    u = torch.tensor([[1.0, 0.1]])  # first dim at the upper bound, second inside
+    expected = torch.log(1 - Normal(0.5, 0.5).cdf(torch.tensor(1.0))) + dist.log_prob(u)[0, 1]
+    assert float(action_log_prob(dist, u, "clipped")[0]) == pytest.approx(float(expected), rel=1e-5)
+    assert float(action_log_prob(dist, u, "gaussian")[0]) == pytest.approx(float(dist.log_prob(u).sum()), rel=1e-6)
+    # The clipped probabilities of a 1-D action integrate to one: interior density + the two tails.
+    one = Normal(torch.tensor([[0.3]]), torch.tensor([[0.8]]))
+    grid = torch.linspace(-1, 1, 4001)[1:-1, None]
+    interior = torch.trapezoid(action_log_prob(one, grid, "clipped").exp(), grid[:, 0])
+    tails = sum(float(action_log_prob(one, torch.tensor([[b]]), "clipped").exp()) for b in (-1.0, 1.0))
+    assert float(interior) + tails == pytest.approx(1.0, abs=1e-3)
+
+
+def test_success_detector_needs_persistent_frames():
+    class Fixed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = None
+
+        def prob(self, frames):
+            return self.p
+
+    clf = Fixed()
+    det = SuccessDetector(clf, DetectorConfig(threshold=0.5, persistence=2))
+    det.reset(3, torch.device("cpu"))
+    seen = []
+    for probs in ([0.9, 0.9, 0.1], [0.9, 0.1, 0.9], [0.9, 0.9, 0.9]):
+        clf.p = torch.tensor(probs)
+        seen.append(det(torch.zeros(3, 3, 4, 4))[0].tolist())
+    assert seen == [[False, False, False], [True, False, False], [True, False, True]]
+
+
+def test_uncertainty_penalty_lowers_rewards_where_the_model_is_uncertain(tiny_refinement, tmp_path, monkeypatch):
+    """The guard: on steps where the world model's uncertainty is above the BC reference, the reward
+    PPO sees is lowered; where it is not, the reward is the detector's."""
+    train, world_model, classifier, policy = tiny_refinement
+    env = ImaginedEnv(world_model, train, n_envs=2, success_fn=SuccessDetector(classifier, DetectorConfig()))
+    real_step = env.step
+    levels = iter([0.1, 0.1, 0.1, 0.1] + [0.1, 0.4] * 100)  # first rollout: the reference; then one env far out
+
+    def step(action):
+        obs, info = real_step(action)
+        info["uncertainty"] = torch.tensor([next(levels), next(levels)])
+        return obs, info
+
+    monkeypatch.setattr(env, "step", step)
+    cfg = PPOConfig(iterations=2, n_envs=2, horizon=2, epochs=1, minibatches=1, eval_every=0, bc_coef=0.0,
+                    uncertainty_coef=2.0, imagined_eval_episodes=0, critic_warmup=0)
+    refine(policy, env, train.rgb, train.action, cfg, tmp_path / "c.csv")
+    rows = (tmp_path / "c.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    penalty = [float(r.split(",")[header.index("uncertainty_penalty")]) for r in rows[1:]]
+    # iteration 1 sits at the reference (no penalty); iteration 2: env 2 at 4x the reference on both
+    # steps: 2.0 * (4 - 1) per step, summed over 2 steps, averaged over 2 envs = 6.0
+    assert penalty[0] == pytest.approx(0.0) and penalty[1] == pytest.approx(6.0)
+
+
+def test_imagined_success_is_measured_like_real_success(tiny_refinement):
+    """Deterministic policy, episodes from the recorded starts in order, success anywhere."""
+    train, world_model, classifier, policy = tiny_refinement
+    det = SuccessDetector(classifier, DetectorConfig(threshold=0.5, persistence=1))
+    env = ImaginedEnv(world_model, train, n_envs=3, success_fn=det)
+    assert env.n_starts == train.n_episodes  # one start per recorded episode, its first T frames
+    a = imagined_success(policy, env, episodes=5, horizon=3, seed=1)
+    b = imagined_success(policy, env, episodes=5, horizon=3, seed=1)
+    assert len(a) == 5 and a == b
+    bias = classifier.net.mlp[-1].bias
+    saved = bias.detach().clone()
+    with torch.no_grad():
+        bias.fill_(50.0)  # fires on every frame
+    try:
+        assert imagined_success(policy, env, episodes=4, horizon=2) == [True] * 4
+    finally:
+        with torch.no_grad():
+            bias.copy_(saved)

@@ -11,7 +11,10 @@ import torch
 from conftest import make_episode, tiny_layout
 from w4rl_core.data.store import EpisodeStore
 from w4rl_core.data.windows import load_windows
-from w4rl_core.eval.fidelity import FidelityConfig, evaluate_fidelity
+from w4rl_core.eval.fidelity import FidelityConfig, evaluate_fidelity, moving_mask, psnr
+from w4rl_core.models.accel import AccelConfig, FastSampler
+from w4rl_core.models.policy import CNNConfig, SuccessClassifier
+from w4rl_core.models.success import DetectorConfig, SuccessDetector
 from w4rl_core.imagine.env import ImaginedEnv
 from w4rl_core.models.unet import UNetConfig
 from w4rl_core.models.world_model import WorldModel, WorldModelConfig, load_world_model, save_world_model
@@ -102,27 +105,70 @@ def test_fidelity_metrics_report_and_visuals(windows, tmp_path):
     _, val = windows
     torch.manual_seed(0)
     model = WorldModel(_config()).eval()
-    m = evaluate_fidelity(model, val, FidelityConfig(horizon=8, episodes=4, strips=1, report_horizons=(1, 8)),
-                          tmp_path / "fid.json", tmp_path / "rep")
+    sample = FastSampler(model, model.config.sampler, "cpu", AccelConfig(precision="float32"))
+    clf = SuccessClassifier(CNNConfig(image_size=16, channels=(8, 8), hidden=8)).eval()
+    detectors = {"coffee-pull-v3": SuccessDetector(clf, DetectorConfig(threshold=0.5, persistence=2))}
+    m = evaluate_fidelity(sample, 2, val, FidelityConfig(horizon=8, episodes=4, strips=1, report_horizons=(1, 8)),
+                          tmp_path / "fid.json", tmp_path / "rep", detectors=detectors)
     assert m["episodes"] == 2 and len(m["model"]["psnr_per_step"]) == 8
-    assert set(m["model"]["psnr"]) == {"h1", "h8", "mean"}
-    # An untrained model loses to copying the last frame: the comparison can fail.
+    assert set(m["model"]["psnr"]) == set(m["model"]["psnr_moving"]) == {"h1", "h8", "mean"}
+    assert set(m["copy_last_frame"]["psnr_moving_se"]) == {"h1", "h8", "mean"}
+    # An untrained model (its output layer starts at zero) loses to copying the last frame: the
+    # comparison can fail.
     assert m["beats_copy_last_frame"]["psnr_mean"] is False
+    agree = m["classifier_agreement"]
+    assert agree["per_task"]["coffee-pull-v3"]["episodes"] == 2 and 0 <= agree["frame"] <= 1
     assert json.loads((tmp_path / "fid.json").read_text())["horizon"] == 8
     assert {"imagined_vs_real.html", "strip_0.png", "rollout_0.gif"} <= {p.name for p in (tmp_path / "rep").iterdir()}
     with pytest.raises(ValueError, match="lower fidelity.horizon"):
-        evaluate_fidelity(model, val, FidelityConfig(horizon=40), tmp_path / "x.json", tmp_path / "x")
+        evaluate_fidelity(sample, 2, val, FidelityConfig(horizon=40), tmp_path / "x.json", tmp_path / "x")
+
+
+def test_moving_pixel_psnr_scores_only_what_moves():
+    """A constructed case: one pixel lights up at step 1, a second at step 2; all else is static."""
+    last = torch.full((1, 3, 4, 4), -1.0)  # the last context frame: black
+    real = last[:, None].repeat(1, 2, 1, 1, 1)
+    real[0, 0, :, 0, 0] = 1.0
+    real[0, 1, :, 0, 0] = 1.0
+    real[0, 1, :, 0, 1] = 1.0
+    mask = moving_mask(last, real)
+    assert mask.sum() == 2  # the two pixels that change over the window
+    copy_last = last[:, None].expand_as(real)
+    # Copying the last frame is wrong on 1 of the 2 moving pixels at step 1, on both at step 2; over
+    # the full frame the same errors are diluted by 14 static, correct pixels.
+    moving = psnr(copy_last, real, mask)[0]
+    full = psnr(copy_last, real)[0]
+    assert moving == pytest.approx([10 * np.log10(2), 0.0], abs=1e-5)
+    assert full == pytest.approx([10 * np.log10(16), 10 * np.log10(8)], abs=1e-5)
+    # A model right on the moving pixels and wrong on a static one: perfect moving PSNR, while
+    # full-frame PSNR still charges the static error.
+    model = real.clone()
+    model[0, :, :, 3, 3] = 0.0
+    assert np.isinf(psnr(model, real, mask)[0]).all() or (psnr(model, real, mask)[0] > 90).all()
+    assert (psnr(model, real)[0] < 20).all()
 
 
 def test_imagined_env_is_batched_seeded_and_frozen(windows):
     train, _ = windows
     torch.manual_seed(0)
     model = WorldModel(_config())
-    env = ImaginedEnv(model, train, n_envs=3, reward_fn=lambda f: (f.mean(dim=(1, 2, 3)) > -2).float())
+    class Bright:  # a stand-in success function: every frame counts
+        def reset(self, n, device):
+            pass
+
+        def __call__(self, frames):
+            prob = (frames.mean(dim=(1, 2, 3)) > -2).float()
+            return prob > 0.5, prob
+
+    env = ImaginedEnv(model, train, n_envs=3, success_fn=Bright())
     obs = env.reset(seed=5)
     assert obs.shape == (3, 3, 16, 16)
     nxt, info = env.step(torch.full((3, 4), 3.0))  # clipped to the bounds
     assert nxt.shape == (3, 3, 16, 16) and info["success"].all() and info["reward"].shape == (3,)
+    assert info["uncertainty"].shape == (3,) and (info["uncertainty"] >= 0).all()
+    # Episodes start at recorded episode starts: the context is the first T frames of one of them.
+    starts = {int(s) for s in train.episode_starts}
+    assert set(env._starts.tolist()) <= starts
     assert all(not p.requires_grad for p in model.parameters())
     again = env.reset(seed=5)
     assert torch.equal(obs, again)

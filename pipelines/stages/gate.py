@@ -28,9 +28,16 @@ def _read_json(path: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def promoted_success(record: dict[str, Any]) -> float | None:
+    """The promoted policy's own real success rate, as its record holds it."""
+    metrics = record.get("metrics", {})
+    entry = metrics.get("candidate") or metrics.get("refined") or {}
+    return entry.get("success_rate")
+
+
 def gate(params: Params) -> dict[str, Any]:
     registry = Registry(params.registry.root)
-    promoted = {t: r["metrics"]["refined"]["success_rate"] for t, r in registry.promoted().items()}
+    promoted = {t: promoted_success(r) for t, r in registry.promoted().items()}
     inputs = {name: _read_json(path) for name, path in INPUTS.items()}
     decision = decide(GateRules(**params.gate), inputs["fidelity"], inputs["policy"], list(params.collect.tasks),
                       promoted)

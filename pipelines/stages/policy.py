@@ -1,8 +1,9 @@
-"""DVC stages of the policy side: train_bc, train_reward, refine (per task) and evaluate."""
+"""DVC stages of the policy side: train_bc, train_reward, refine (per task, every seed) and evaluate."""
 
 from __future__ import annotations
 
 import copy
+import json
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 from pipelines.params import Params
 from pipelines.stages.collect import store_path
 from pipelines.stages.world_model import EPISODES_DIR, MODEL_DIR
-from w4rl_core.atomic import write_json_atomic
+from w4rl_core.atomic import atomic_path, write_json_atomic
 from w4rl_core.data.collect import CollectConfig
 from w4rl_core.data.windows import FrameWindows, load_windows
 
@@ -25,7 +26,12 @@ def reward_dir(task: str) -> str:
 
 
 def refined_dir(task: str) -> str:
+    """The task's promotion candidate (a policy directory); every seed's policy is in seeds/."""
     return f"data/models/refined/{task}"
+
+
+def seed_dir(task: str, seed: int) -> str:
+    return f"{refined_dir(task)}/seeds/seed{seed}"
 
 
 def _windows(params: Params, task: str, kinds: tuple[str, ...]) -> tuple[FrameWindows, FrameWindows]:
@@ -59,92 +65,180 @@ def train_reward(params: Params, task: str, progress: bool = False) -> dict[str,
     from w4rl_core.train.reward import train_classifier
     from w4rl_core.train.supervised import SupervisedConfig
 
-    train, val = _windows(params, task, ("expert", "policy"))
+    train, val = _windows(params, task, params.reward.kinds)
     clf, report = train_classifier(params.reward_cnn(), SupervisedConfig(**params.reward.train), train, val, progress)
-    metrics = {**_meta(params, task), "train": report["train"], "val": report["val"]}
+    metrics = {**_meta(params, task), "kinds": list(params.reward.kinds),
+               **{k: report[k] for k in ("train", "val", "detector", "reward_calibration", "episode_calibration_all",
+                                         "calibration_grid")}}
     save_classifier(reward_dir(task), clf, meta=metrics)
     write_json_atomic(f"metrics/reward/{task}.json", metrics)
     return metrics
 
 
-def _eval_config(params: Params, task: str, episodes: int, seed: int, workers: int) -> CollectConfig:
-    return params.collect.collect_config(task, "eval", episodes, seed=seed, workers=workers)
+def _eval_config(params: Params, task: str, episodes: int, seed: int, workers: int, first: int = 0) -> CollectConfig:
+    return params.collect.collect_config(task, "eval", episodes, seed=seed, workers=workers, first_episode=first)
 
 
 def refine(params: Params, task: str) -> dict[str, Any]:
+    """PPO from the task's BC policy once per refine.seeds entry. Every seed's policy and metrics are
+    kept; the promotion candidate is the seed with the best periodic real success (episodes disjoint
+    from the final evaluation's), the first seed on ties or without periodic evaluation."""
     from w4rl_core.eval.policy_eval import evaluate_policy_in_sim
     from w4rl_core.imagine.env import ImaginedEnv
-    from w4rl_core.models.policy import load_classifier, load_policy, save_policy
+    from w4rl_core.models.policy import load_policy, save_policy
+    from w4rl_core.models.success import load_success_detector
     from w4rl_core.models.world_model import load_world_model
     from w4rl_core.train.ppo import refine as run_ppo
     from w4rl_core.train.world_model import resolve_device
 
-    config = params.refine.ppo_config()
-    device = resolve_device(config.device)
-    world_model, _ = load_world_model(MODEL_DIR, device)
-    classifier, _ = load_classifier(reward_dir(task))
-    classifier = classifier.to(device)
-    for p in classifier.parameters():
-        p.requires_grad_(False)
-    policy, _ = load_policy(bc_dir(task))
     contexts, _ = _windows(params, task, ("expert", "policy"))
     expert, _ = _windows(params, task, ("expert",))
-    env = ImaginedEnv(world_model, contexts, config.n_envs, reward_fn=classifier.prob, device=device,
-                      accel=params.world_model.accel_config())
+    runs: dict[int, tuple[Any, dict[str, Any]]] = {}
+    for seed in params.refine.seeds:
+        config = params.refine.ppo_config(horizon=params.episode_horizon, seed=seed)
+        device = resolve_device(config.device)
+        world_model, _ = load_world_model(MODEL_DIR, device)
+        detector = load_success_detector(reward_dir(task), device)
+        policy, _ = load_policy(bc_dir(task))
+        env = ImaginedEnv(world_model, contexts, config.n_envs, success_fn=detector, device=device,
+                          accel=params.world_model.accel_config())
 
-    def real_eval(candidate, iteration: int) -> float:
-        with tempfile.TemporaryDirectory() as tmp:
-            save_policy(Path(tmp) / "policy", copy.deepcopy(candidate).cpu())
-            summary = evaluate_policy_in_sim(
-                Path(tmp) / "policy",
-                _eval_config(params, task, params.refine.eval_episodes, params.refine.eval_seed, workers=1),
-                Path(tmp) / "eval.zarr",
-            )
-        return summary["success_rate"]
+        def real_eval(candidate, iteration: int) -> float:
+            with tempfile.TemporaryDirectory() as tmp:
+                save_policy(Path(tmp) / "policy", copy.deepcopy(candidate).cpu())
+                summary = evaluate_policy_in_sim(
+                    Path(tmp) / "policy",
+                    _eval_config(params, task, params.refine.eval_episodes, params.refine.eval_seed, workers=1),
+                    Path(tmp) / "eval.zarr",
+                )
+            return summary["success_rate"]
 
-    refined, summary = run_ppo(policy, env, expert.rgb, expert.action, config, f"plots/refine/{task}.csv",
-                               real_eval=real_eval, frozen=(world_model, classifier))
-    metrics = {**_meta(params, task), **summary, "imagination_path": env.accel_label,
-               "real_episodes_used": summary["real_evaluations"] * params.refine.eval_episodes}
-    save_policy(refined_dir(task), refined, meta=metrics)
+        refined, summary = run_ppo(policy, env, expert.rgb, expert.action, config,
+                                   f"plots/refine/{task}/seed{seed}.csv", real_eval=real_eval,
+                                   frozen=(world_model, detector.classifier))
+        summary |= {"seed": seed, "imagination_path": env.accel_label, "detector": detector.config.__dict__,
+                    "real_episodes_used": summary["real_evaluations"] * params.refine.eval_episodes}
+        runs[seed] = (refined, summary)
+
+    def validation_score(seed: int) -> float:
+        last = runs[seed][1]["real_success_periodic"]
+        return last[-1][1] if last else float("-inf")
+
+    candidate = max(params.refine.seeds, key=lambda s: (validation_score(s), -params.refine.seeds.index(s)))
+    metrics = {**_meta(params, task), "seeds": [runs[s][1] for s in params.refine.seeds], "candidate_seed": candidate,
+               "candidate_rule": "best last periodic real success (refine.eval_seed episodes), first seed on ties",
+               "reward_calibration": json.loads(Path(f"metrics/reward/{task}.json").read_text())["reward_calibration"]}
+    with atomic_path(refined_dir(task)) as tmp:
+        save_policy(tmp, runs[candidate][0], meta=metrics | {"seed": candidate})
+        for seed in params.refine.seeds:
+            save_policy(tmp / "seeds" / f"seed{seed}", runs[seed][0], meta=runs[seed][1])
+    _warn_calibration(task, metrics)
     write_json_atomic(f"metrics/refine/{task}.json", metrics)
     return metrics
 
 
+def _warn_calibration(task: str, metrics: dict[str, Any], tolerance: float = 0.15) -> None:
+    """Refinement optimises the detector's success: say so when it is off from the real success."""
+    import logging
+
+    log = logging.getLogger("w4rl.refine")
+    cal = metrics["reward_calibration"]
+    if cal.get("gap") is not None and abs(cal["gap"]) > tolerance:
+        log.warning("%s: the success detector calls %.2f of held-out BC episodes successful where %.2f are: "
+                    "refinement optimises a miscalibrated reward", task, cal["classifier_success"], cal["true_success"])
+    for run in metrics["seeds"]:
+        ev = run["imagined_eval"]
+        if ev["bc"] is not None and cal.get("true_success") is not None and abs(ev["bc"] - cal["true_success"]) > tolerance:
+            log.warning("%s seed %s: BC's imagined success %.2f is off its real success on held-out episodes %.2f",
+                        task, run["seed"], ev["bc"], cal["true_success"])
+
+
 def evaluate(params: Params) -> dict[str, Any]:
-    import json
+    """BC and every refinement seed on paired simulator episodes; paired uplift with its 95% interval.
 
-    from w4rl_core.eval.policy_eval import evaluate_policy_in_sim, success_summary, write_videos
+    Seed k of refine.seeds runs episodes [k*N, (k+1)*N) of the evaluation seed (N = evaluate.episodes);
+    BC runs all of them, so every refined episode has a BC twin on the same scene and goal.
+    """
+    from w4rl_core.eval.policy_eval import evaluate_policy_in_sim, paired_uplift, success_summary, write_videos
+    from w4rl_core.models.success import load_success_detector
 
-    e = params.evaluate
+    e, seeds = params.evaluate, params.refine.seeds
+    n = e.episodes
     per_task: dict[str, Any] = {}
-    pooled: dict[str, list[bool]] = {"bc": [], "refined": []}
+    pooled_bc: list[bool] = []
+    pooled_refined: list[bool] = []
     videos: list[str] = []
     for task in params.collect.tasks:
-        entry: dict[str, Any] = {}
-        for name, path in (("bc", bc_dir(task)), ("refined", refined_dir(task))):
-            store = f"data/eval/{task}/{name}.zarr"
-            # Same base seed for both policies: paired episodes (same goals), a fairer comparison.
-            entry[name] = evaluate_policy_in_sim(path, _eval_config(params, task, e.episodes, e.seed, e.workers),
-                                                 store, deterministic=e.deterministic)
-            pooled[name] += [True] * entry[name]["successes"] + [False] * (entry[name]["episodes"] - entry[name]["successes"])
-            videos += write_videos(store, f"reports/policy/{task}", name, e.videos)
         refine_metrics = json.loads(Path(f"metrics/refine/{task}.json").read_text())
-        entry["imagined_success_start"] = refine_metrics["imagined_success_start"]
-        entry["imagined_success_end"] = refine_metrics["imagined_success_end"]
-        entry["real_success_periodic"] = refine_metrics["real_success_periodic"]
-        # Imagined minus real success of the refined policy: large and positive = the policy learned
-        # to fool the world model and the classifier.
-        entry["exploitation_gap"] = entry["imagined_success_end"] - entry["refined"]["success_rate"]
-        entry["uplift"] = entry["refined"]["success_rate"] - entry["bc"]["success_rate"]
+        bc_store = f"data/eval/{task}/bc.zarr"
+        bc = evaluate_policy_in_sim(bc_dir(task), _eval_config(params, task, n * len(seeds), e.seed, e.workers),
+                                    bc_store, deterministic=e.deterministic)
+        videos += write_videos(bc_store, f"reports/policy/{task}", "bc", e.videos)
+        seed_rows, refined_all = [], []
+        for k, seed in enumerate(seeds):
+            store = f"data/eval/{task}/refined_seed{seed}.zarr"
+            res = evaluate_policy_in_sim(seed_dir(task, seed), _eval_config(params, task, n, e.seed, e.workers, k * n),
+                                         store, deterministic=e.deterministic)
+            if k == 0:
+                videos += write_videos(store, f"reports/policy/{task}", "refined", e.videos)
+            twins = bc["per_episode"][k * n : (k + 1) * n]
+            run = next(r for r in refine_metrics["seeds"] if r["seed"] == seed)
+            seed_rows.append({"seed": seed, **{key: res[key] for key in ("episodes", "successes", "success_rate", "ci95")},
+                              "bc_success_rate": sum(twins) / n, **paired_uplift(twins, res["per_episode"]),
+                              "imagined_eval_refined": run["imagined_eval"]["refined"],
+                              "imagined_eval_bc": run["imagined_eval"]["bc"]})
+            refined_all += res["per_episode"]
+        detector = load_success_detector(reward_dir(task))
+        entry = {
+            "bc": {k: bc[k] for k in ("episodes", "successes", "success_rate", "ci95")},
+            "refined": success_summary(refined_all),
+            "seeds": seed_rows,
+            "candidate": next(r for r in seed_rows if r["seed"] == refine_metrics["candidate_seed"]),
+            **paired_uplift(bc["per_episode"], refined_all),
+            # The reward refinement optimised, checked on these unseen real BC episodes.
+            "reward_calibration": _calibration_on_store(detector, bc_store),
+        }
+        imagined_bc = [r["imagined_eval_bc"] for r in seed_rows if r["imagined_eval_bc"] is not None]
+        imagined_refined = [r["imagined_eval_refined"] for r in seed_rows if r["imagined_eval_refined"] is not None]
+        if imagined_bc:
+            # Like for like (deterministic policy, real starts, success anywhere): imagined minus real.
+            entry["imagined_success_bc"] = sum(imagined_bc) / len(imagined_bc)
+            entry["calibration_gap"] = entry["imagined_success_bc"] - entry["bc"]["success_rate"]
+        if imagined_refined:
+            entry["imagined_success_refined"] = sum(imagined_refined) / len(imagined_refined)
+            # Large and positive: the policy learned to fool the world model and the classifier.
+            entry["exploitation_gap"] = entry["imagined_success_refined"] - entry["refined"]["success_rate"]
+        entry["real_success_periodic"] = {r["seed"]: r["real_success_periodic"] for r in refine_metrics["seeds"]}
         per_task[task] = entry
-    overall = {name: success_summary(v) for name, v in pooled.items()}
-    overall["uplift"] = overall["refined"]["success_rate"] - overall["bc"]["success_rate"]
+        pooled_bc += bc["per_episode"]
+        pooled_refined += refined_all
+    overall = {"bc": success_summary(pooled_bc), "refined": success_summary(pooled_refined),
+               **paired_uplift(pooled_bc, pooled_refined), "seeds": list(seeds), "episodes_per_seed_and_task": n}
     metrics = {"profile": params.profile.name, "smoke_scale": params.profile.smoke_scale,
-               "episodes_per_task": e.episodes, "per_task": per_task, "overall": overall,
+               "episodes_per_task": n * len(seeds), "per_task": per_task, "overall": overall,
                "videos": sorted(videos)}
     write_json_atomic("metrics/policy.json", metrics)
     return metrics
+
+
+def _calibration_on_store(detector, store_path_: str) -> dict[str, Any]:
+    """True vs detected episode success on the real episodes of a store (frames resized as the
+    policy sees them)."""
+    import torch
+
+    from w4rl_core.data.store import EpisodeStore
+    from w4rl_core.models.policy import frames_from_rgb
+    from w4rl_core.models.success import calibration_report
+
+    store = EpisodeStore.open(store_path_)
+    size = detector.classifier.cnn_config.image_size
+    probs, truth = [], []
+    with torch.no_grad():
+        for i in range(store.n_episodes):
+            ep = store.episode(i)
+            probs.append(detector.classifier.prob(frames_from_rgb(ep.rgb, size)).numpy())
+            truth.append(ep.succeeded)
+    return calibration_report(probs, truth, detector.config) | {"episodes_of": "BC evaluation episodes (unseen)"}
 
 
 def with_device(params: Params, device: str | None) -> Params:

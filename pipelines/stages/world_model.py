@@ -36,14 +36,23 @@ def train(params: Params, device: str | None = None, progress: bool = True) -> d
 
 
 def fidelity(params: Params, device: str | None = None) -> dict[str, Any]:
+    """Fidelity where refinement runs: its horizon, its sampling path, episodes from real starts; the
+    success detector of each task (train_reward) compared on imagined vs real frames."""
+    from pipelines.stages.policy import reward_dir
     from w4rl_core.eval.fidelity import evaluate_fidelity
+    from w4rl_core.models.accel import FastSampler
+    from w4rl_core.models.success import load_success_detector
     from w4rl_core.models.world_model import load_world_model
     from w4rl_core.train.world_model import resolve_device
 
     dev = resolve_device(device or params.world_model.train.get("device", "auto"))
     model, meta = load_world_model(MODEL_DIR, dev)
+    sampler = FastSampler(model, model.config.sampler, dev, params.world_model.accel_config())
     _, val_windows = load_split(params)
+    detectors = {task: load_success_detector(reward_dir(task), dev) for task in params.collect.tasks}
     extra = {"profile": params.profile.name, "smoke_scale": params.profile.smoke_scale,
+             "imagination_path": sampler.label, "sampler": model.config.sampler.__dict__,
              "training": meta.get("training", {})}
-    return evaluate_fidelity(model, val_windows, params.fidelity.config(), FIDELITY_METRICS, FIDELITY_REPORT,
-                             dev, extra)
+    return evaluate_fidelity(sampler, model.config.context_frames, val_windows,
+                             params.fidelity.config(params.episode_horizon), FIDELITY_METRICS, FIDELITY_REPORT,
+                             dev, detectors=detectors, extra=extra)

@@ -46,6 +46,7 @@ class CollectConfig:
     task: str
     kind: str  # expert | random | policy | eval (eval: a policy's evaluation rollouts)
     episodes: int  # number of episodes to record
+    first_episode: int = 0  # index of the first episode (seeds come from the index): disjoint slices
     episode_len: int = 50  # recorded steps per episode (each is `action_repeat` physics steps)
     image_size: int = 64
     camera: str = "corner2"
@@ -59,8 +60,8 @@ class CollectConfig:
     def __post_init__(self) -> None:
         if self.kind not in ("expert", "random", "policy", "eval"):
             raise ValueError(f"collect kind must be expert, random, policy or eval, got {self.kind!r}")
-        if self.episodes < 1 or self.episode_len < 2:
-            raise ValueError("episodes must be >= 1 and episode_len >= 2")
+        if self.episodes < 1 or self.episode_len < 2 or self.first_episode < 0:
+            raise ValueError("episodes must be >= 1, episode_len >= 2 and first_episode >= 0")
         if self.expert_noise < 0 or self.workers < 0:
             raise ValueError("expert_noise and workers must be >= 0")
         # Validates task name, image size, crop and action repeat early, before any process starts.
@@ -139,19 +140,23 @@ def _collect_one(index: int) -> Episode:
     return rollout(robot, policy, config.episode_len, seed, config.task, config.kind)
 
 
+def _indices(config: CollectConfig) -> range:
+    return range(config.first_episode, config.first_episode + config.episodes)
+
+
 def _episodes(config: CollectConfig, factory: PolicyFactory | None) -> Iterator[Episode]:
     workers = min(config.workers or (os.cpu_count() or 1), config.episodes)
     if workers == 1:
         _init_worker(config, factory)
         try:
-            yield from map(_collect_one, range(config.episodes))
+            yield from map(_collect_one, _indices(config))
         finally:
             _worker.pop("robot").close()
         return
     with ProcessPoolExecutor(
         max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(config, factory, True)
     ) as pool:
-        yield from pool.map(_collect_one, range(config.episodes))
+        yield from pool.map(_collect_one, _indices(config))
 
 
 # ---------------------------------------------------------------------- parent side

@@ -50,6 +50,15 @@ class FrameWindows:
         ]
         return np.concatenate(out).astype(np.int64) if out else np.zeros(0, np.int64)
 
+    def first_windows(self, length: int, tasks: Sequence[str] | None = None) -> np.ndarray:
+        """The window of `length` steps at the start of every episode that has one: where a real
+        episode starts (imagined episodes and fidelity rollouts begin there)."""
+        keep = [
+            s for s, e, t in zip(self.episode_starts, self.episode_ends, self.episode_task)
+            if e - s >= length and (tasks is None or t in tasks)
+        ]
+        return np.asarray(keep, dtype=np.int64)
+
     def to(self, device: torch.device | str) -> FrameWindows:
         """The same windows with the tensors on `device`: gathers then run there (a GPU-resident
         dataset: ~12 KB per 64 px frame, the paper recipe's 69,000 frames in < 1 GB)."""

@@ -33,6 +33,22 @@ def success_summary(successes: list[bool]) -> dict[str, Any]:
     return {"episodes": n, "successes": k, "success_rate": k / n if n else None, "ci95": [lo, hi]}
 
 
+def paired_uplift(base: list[bool], other: list[bool], z: float = 1.96) -> dict[str, Any]:
+    """Paired difference other - base over episodes run on the same seeds: its mean and 95% interval
+    (normal approximation of the mean of per-pair differences in {-1, 0, 1}; pairing removes the
+    scene-to-scene variance that two independent success rates would carry)."""
+    if len(base) != len(other):
+        raise ValueError(f"paired episodes differ in number: {len(base)} vs {len(other)}")
+    d = np.asarray(other, dtype=float) - np.asarray(base, dtype=float)
+    n = len(d)
+    if n == 0:
+        return {"pairs": 0, "uplift": None, "uplift_ci95": None}
+    mean = float(d.mean())
+    half = z * float(d.std(ddof=1)) / math.sqrt(n) if n > 1 else float("inf")
+    return {"pairs": n, "uplift": mean, "uplift_ci95": [mean - half, mean + half],
+            "pairs_refined_only": int((d > 0).sum()), "pairs_bc_only": int((d < 0).sum())}
+
+
 def evaluate_policy_in_sim(
     policy_dir: str | os.PathLike[str],
     base: CollectConfig,
@@ -41,13 +57,16 @@ def evaluate_policy_in_sim(
 ) -> dict[str, Any]:
     """Roll the policy saved in `policy_dir` for `base.episodes` episodes; returns the success summary.
 
-    Seeds come from (base.seed, task, "eval", index): pass a different base.seed for the periodic
-    evaluations during refinement than for the final evaluation, so the two never share episodes.
+    Seeds come from (base.seed, task, "eval", index) for index from base.first_episode: pass a
+    different base.seed for the periodic evaluations during refinement than for the final
+    evaluation, so the two never share episodes. The summary's `per_episode` lists success per
+    episode in index order (for paired comparisons).
     """
     factory = functools.partial(policy_factory, path=str(policy_dir), deterministic=deterministic)
     collect(base, out_store, policy_factory=factory, progress=False)
     store = EpisodeStore.open(out_store)
-    return success_summary([store.episode(i).succeeded for i in range(store.n_episodes)])
+    per_episode = [store.episode(i).succeeded for i in range(store.n_episodes)]
+    return success_summary(per_episode) | {"per_episode": per_episode}
 
 
 def evaluate_on_robot(robot: Any, policy: Any, episodes: int, seed: int, episode_len: int) -> dict[str, Any]:

@@ -65,10 +65,16 @@ def build_run_report(
 
     parts.append("<h2>World-model fidelity</h2>")
     if fidelity:
-        rows = [[name] + [fidelity[name][m].get(h) for m in ("psnr", "ssim") for h in fidelity[name]["psnr"]]
-                for name in ("model", "copy_last_frame")]
+        metrics = [m for m in ("psnr", "psnr_moving", "ssim") if m in fidelity["model"]]
         hs = list(fidelity["model"]["psnr"])
-        parts.append(_table(["", *[f"PSNR {h}" for h in hs], *[f"SSIM {h}" for h in hs]], rows))
+        rows = [[name] + [fidelity[name].get(m, {}).get(h) for m in metrics for h in hs]
+                for name in ("model", "copy_last_frame")]
+        labels = {"psnr": "PSNR", "psnr_moving": "PSNR moving px", "ssim": "SSIM"}
+        parts.append(_table(["", *[f"{labels[m]} {h}" for m in metrics for h in hs]], rows))
+        agree = fidelity.get("classifier_agreement") or {}
+        if agree.get("frame") is not None:
+            parts.append(f"<p>Success detector agreement, imagined vs real frames of the same episodes: "
+                         f"{agree['frame']:.2f} of frames, {agree['episode']:.2f} of episodes.</p>")
         for name in fidelity.get("visuals", []):
             if fidelity_dir and name.endswith(".png") and (fidelity_dir / name).exists():
                 parts.append(f"<p>{html.escape(name)} (top: real, bottom: imagined)</p>{_img(fidelity_dir / name)}")
@@ -78,13 +84,18 @@ def build_run_report(
     parts.append("<h2>Success on the robot: BC vs refined</h2>")
     if policy:
         rows = []
-        for task, e in policy["per_task"].items():
-            rows.append([task, e["bc"]["success_rate"], f"{e['bc']['ci95'][0]:.2f}-{e['bc']['ci95'][1]:.2f}",
-                         e["refined"]["success_rate"],
-                         f"{e['refined']['ci95'][0]:.2f}-{e['refined']['ci95'][1]:.2f}",
-                         e["refined"]["episodes"], e["imagined_success_end"], e["exploitation_gap"]])
-        parts.append(_table(["task", "BC", "BC 95% CI", "refined", "refined 95% CI", "episodes",
-                             "imagined (end of PPO)", "imagined - real"], rows))
+        def ci(v):
+            return "-" if not v else f"{v[0]:+.2f}..{v[1]:+.2f}"
+
+        entries = [*policy["per_task"].items(), ("overall (paired, all seeds)", policy["overall"])]
+        for task, e in entries:
+            rows.append([task, e["bc"]["success_rate"], e["refined"]["success_rate"], e["refined"]["episodes"],
+                         e.get("uplift"), ci(e.get("uplift_ci95")), e.get("imagined_success_bc", "-"),
+                         e.get("imagined_success_refined", "-"),
+                         (e.get("reward_calibration") or {}).get("classifier_success", "-")])
+        parts.append(_table(["task", "BC", "refined (all seeds)", "episodes per policy", "uplift",
+                             "uplift 95% CI", "imagined BC", "imagined refined",
+                             "detector success on BC episodes"], rows))
     else:
         parts.append("<p>No policy metrics.</p>")
 

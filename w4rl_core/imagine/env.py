@@ -1,15 +1,21 @@
 """ImaginedEnv: the frozen world model as a batched vector env on torch tensors.
 
 Same shape of interface as a robot (reset(seed) -> obs; step(action) -> obs, info with "success"),
-batched over n_envs. Initial states are real: each env starts from T consecutive frames (and the
-T-1 actions between them) of a recorded episode. Observations are frames (n,3,H,W) in [-1,1].
-Success comes from a reward function of the new frame (the success classifier of the policy
-stage); without one it is all False.
+batched over n_envs. Imagined episodes start where real ones start: each env begins with the first
+T frames (and the T-1 actions between them) of a recorded episode of the task, so that from there
+on, an imagined episode of episode_len - T steps covers what a real episode covers and its success
+can be compared with real success like for like. Observations are frames (n,3,H,W) in [-1,1].
+
+Success comes from a `SuccessDetector` on the new frames (the calibrated success classifier of the
+reward stage); without one it is all False. Each step also reports the world model's own
+uncertainty per env: the mean absolute distance between the sampled frame and the model's mean
+prediction of it (the first denoised estimate; w4rl_core/models/accel.py), at no extra cost.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -19,7 +25,14 @@ from w4rl_core.models.accel import AccelConfig, FastSampler
 from w4rl_core.models.sampler import SamplerConfig
 from w4rl_core.models.world_model import WorldModel
 
-RewardFn = Callable[[torch.Tensor], torch.Tensor]  # frames (n,3,H,W) -> success probability (n,)
+
+class SuccessFn(Protocol):
+    """Frames of one step (n,3,H,W) -> (success (n,) bool, success probability (n,)). Stateful over an
+    episode (persistence over frames); reset(n) starts new episodes."""
+
+    def reset(self, n: int, device: torch.device) -> None: ...
+
+    def __call__(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 class ImaginedEnv:
@@ -29,7 +42,7 @@ class ImaginedEnv:
         contexts: FrameWindows,
         n_envs: int,
         sampler: SamplerConfig | None = None,
-        reward_fn: RewardFn | None = None,
+        success_fn: SuccessFn | None = None,
         tasks: Sequence[str] | None = None,
         device: str | torch.device = "cpu",
         accel: AccelConfig | None = None,
@@ -40,10 +53,10 @@ class ImaginedEnv:
         self.contexts = contexts
         self.n_envs = n_envs
         self.sampler = sampler or model.config.sampler
-        self.reward_fn = reward_fn
+        self.success_fn = success_fn
         self.device = torch.device(device)
         self.t = model.config.context_frames
-        self._starts = contexts.starts(self.t, tasks)
+        self._starts = contexts.first_windows(self.t, tasks)
         if len(self._starts) == 0:
             raise ValueError(f"no real episode (of tasks {tasks}) has T = {self.t} frames to start from")
         self.action_low = torch.tensor(model.config.action_low, device=self.device)
@@ -51,8 +64,7 @@ class ImaginedEnv:
         self._frames: torch.Tensor | None = None
         self._actions: torch.Tensor | None = None
         self._gen = torch.Generator(device=self.device)
-        # The sampling fast path (bf16, channels_last, compile, CUDA graphs as configured); on CPU by
-        # default it computes what model.predict computes, with fewer passes per step.
+        # The sampling fast path (bf16, channels_last, compile, CUDA graphs as configured).
         self._sample = FastSampler(self.model, self.sampler, self.device, accel)
 
     @property
@@ -61,38 +73,45 @@ class ImaginedEnv:
         return self._sample.label
 
     @property
+    def n_starts(self) -> int:
+        return len(self._starts)
+
+    @property
     def observation_shape(self) -> tuple[int, int, int]:
         size = self.model.config.unet.image_size
         return (3, size, size)
 
-    def reset(self, seed: int) -> torch.Tensor:
+    def reset(self, seed: int, starts: np.ndarray | None = None) -> torch.Tensor:
+        """New episodes from recorded episode starts: drawn with `seed`, or the given indices into
+        them (`starts`, length n_envs; evaluation walks through them in order)."""
         rng = np.random.default_rng(seed)
         self._gen.manual_seed(seed)
-        starts = self._starts[rng.integers(len(self._starts), size=self.n_envs)]
-        frames, actions, _ = self.contexts.gather(starts, self.t, self.device)
+        pick = rng.integers(len(self._starts), size=self.n_envs) if starts is None else np.asarray(starts)
+        if len(pick) != self.n_envs:
+            raise ValueError(f"reset got {len(pick)} starts for {self.n_envs} envs")
+        frames, actions, _ = self.contexts.gather(self._starts[pick], self.t, self.device)
         self._frames = frames  # (n,T,3,H,W)
         self._actions = actions[:, : self.t - 1]  # the T-1 actions between the context frames
+        if self.success_fn is not None:
+            self.success_fn.reset(self.n_envs, self.device)
         return frames[:, -1]
 
     @torch.no_grad()
-    def step(self, action: torch.Tensor, spread_envs: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """One imagined step. With spread_envs = k > 0, the first k envs' next frame is sampled again
-        with other noise and info["disagreement"] holds the mean absolute difference (in [0, 2]):
-        the world model's own uncertainty, an early warning when the policy leaves its support."""
+    def step(self, action: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One imagined step for every env: info holds "success" (bool), "reward" (the classifier's
+        probability) and "uncertainty" (n,), the model's sample-vs-mean distance in [0, 2]."""
         if self._frames is None:
             raise RuntimeError("reset() first")
         action = torch.as_tensor(action, dtype=torch.float32, device=self.device)
         action = torch.maximum(torch.minimum(action, self.action_high), self.action_low)
         actions = torch.cat([self._actions, action[:, None]], dim=1)
-        context = self._frames
-        nxt = self._sample(context, actions, self._gen)
-        info: dict[str, torch.Tensor] = {}
-        if spread_envs > 0:
-            k = min(spread_envs, self.n_envs)
-            other = self._sample(context[:k], actions[:k], self._gen)
-            info["disagreement"] = (other - nxt[:k]).abs().mean()
-        self._frames = torch.cat([context[:, 1:], nxt[:, None]], dim=1)
+        nxt, mean = self._sample.sample(self._frames, actions, self._gen)
+        self._frames = torch.cat([self._frames[:, 1:], nxt[:, None]], dim=1)
         self._actions = actions[:, 1:]
-        prob = self.reward_fn(nxt) if self.reward_fn is not None else torch.zeros(self.n_envs, device=self.device)
-        info |= {"success": prob > 0.5, "reward": prob}
+        info = {"uncertainty": (nxt - mean).abs().mean(dim=(1, 2, 3))}
+        if self.success_fn is not None:
+            info["success"], info["reward"] = self.success_fn(nxt)
+        else:
+            info["success"] = torch.zeros(self.n_envs, dtype=torch.bool, device=self.device)
+            info["reward"] = torch.zeros(self.n_envs, device=self.device)
         return nxt, info

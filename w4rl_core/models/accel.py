@@ -181,31 +181,47 @@ class FastSampler:
     def label(self) -> str:
         return self.opts.label
 
-    def _derivative(self, x: torch.Tensor, e: _Eval, ctx: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def _denoised(self, x: torch.Tensor, e: _Eval, ctx: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """D(x; sigma), clamped to the pixel range (sampler.py says why)."""
         inp = torch.cat([ctx, (e.c_in * x).to(ctx.dtype)], dim=1)
         if self.opts.channels_last:
             inp = inp.contiguous(memory_format=torch.channels_last)
         t = torch.full((x.shape[0],), e.c_noise, device=x.device)
         out = self.net.forward_stacked(inp, t, cond).float()
-        return (x - (e.c_skip * x + e.c_out * out).clamp(-1, 1)) / e.sigma
+        return (e.c_skip * x + e.c_out * out).clamp(-1, 1)
 
-    def _sample_loop(self, ctx: torch.Tensor, cond: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """The Euler/Heun loop of `sample_next_frame` on a prepared input; x stays float32."""
+    def _sample_loop(self, ctx: torch.Tensor, cond: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The Euler/Heun loop of `sample_next_frame` on a prepared input; x stays float32.
+
+        Also returns the first denoised estimate D(x; sigma_max): with the input mostly noise it is
+        the model's mean prediction of the next frame, and its distance to the sample a free
+        measure of the model's own uncertainty (used by refinement's exploitation guard).
+        """
         x = noise * self._sigma0
+        mean = None
         for sigma, nxt, first, second in self._steps:
-            d = self._derivative(x, first, ctx, cond)
+            denoised = self._denoised(x, first, ctx, cond)
+            mean = denoised if mean is None else mean
+            d = (x - denoised) / sigma
             x_next = x + d * (nxt - sigma)
             if second is not None:
-                d2 = self._derivative(x_next, second, ctx, cond)
+                d2 = (x_next - self._denoised(x_next, second, ctx, cond)) / nxt
                 x_next = x + (d + d2) / 2 * (nxt - sigma)
             x = x_next
-        return x.clamp(-1, 1)
+        return x.clamp(-1, 1), mean
 
     @torch.no_grad()
     def __call__(
         self, context: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """context (B,T,3,H,W) in [-1,1]; raw actions (B,T,A) -> next frame (B,3,H,W) float32."""
+        return self.sample(context, actions, generator)[0]
+
+    @torch.no_grad()
+    def sample(
+        self, context: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(next frame, the model's mean prediction of it), both (B,3,H,W) float32 in [-1,1]."""
         b, _, c, h, w = context.shape
         # The same draw, from the same generator, as the eager sampler makes.
         noise = torch.randn(b, c, h, w, device=context.device, generator=generator)
@@ -220,7 +236,7 @@ class FastSampler:
                 self._graphs.clear()
         return self._loop(ctx, cond, noise)
 
-    def _replay(self, ctx: torch.Tensor, cond: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    def _replay(self, ctx: torch.Tensor, cond: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, ...]:
         key = tuple(ctx.shape)
         g = self._graphs.get(key)
         if g is None:
@@ -229,7 +245,7 @@ class FastSampler:
         g.cond.copy_(cond)
         g.noise.copy_(noise)
         g.graph.replay()
-        return g.out.clone()  # the graph's output buffer is overwritten by the next replay
+        return tuple(o.clone() for o in g.out)  # the graph's output buffers are overwritten by the next replay
 
     def _capture(self, ctx: torch.Tensor, cond: torch.Tensor, noise: torch.Tensor) -> SimpleNamespace:
         g = SimpleNamespace(ctx=ctx.clone(), cond=cond.clone(), noise=noise.clone(), graph=torch.cuda.CUDAGraph())

@@ -49,15 +49,18 @@ def _encoder(cfg: CNNConfig) -> tuple[nn.Module, int]:
 
 
 class CNNHead(nn.Module):
-    """Frames (B,3,H,W) in [-1,1] -> (B, out)."""
+    """Frames (B,3,H,W) in [-1,1] [+ `extra` features (B, extra)] -> (B, out)."""
 
-    def __init__(self, cfg: CNNConfig, out: int) -> None:
+    def __init__(self, cfg: CNNConfig, out: int, extra: int = 0) -> None:
         super().__init__()
         self.encoder, flat = _encoder(cfg)
-        self.mlp = nn.Sequential(nn.Linear(flat, cfg.hidden), nn.SiLU(), nn.Linear(cfg.hidden, out))
+        self.mlp = nn.Sequential(nn.Linear(flat + extra, cfg.hidden), nn.SiLU(), nn.Linear(cfg.hidden, out))
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self.encoder(frames))
+    def forward(self, frames: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        features = self.encoder(frames)
+        if extra is not None:
+            features = torch.cat([features, extra], dim=-1)
+        return self.mlp(features)
 
 
 @dataclass(frozen=True)

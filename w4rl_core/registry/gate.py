@@ -16,10 +16,15 @@ from typing import Any
 class GateRules:
     min_psnr_mean: float = 0.0  # world model: mean PSNR over the fidelity horizon (dB)
     min_ssim_mean: float = 0.0
-    require_beats_copy_last_frame: bool = False  # world model must beat the trivial baseline (PSNR)
-    min_uplift: float = 0.0  # refined success - BC success >= this
-    min_refined_success: float = 0.0
-    regression_margin: float = 0.0  # refined >= promoted - margin
+    require_beats_copy_last_frame: bool = False  # world model beats the trivial baseline on mean PSNR
+    # ... and on full-frame and moving-pixel PSNR at every reported horizon
+    require_beats_copy_last_every_horizon: bool = False
+    min_uplift: float = 0.0  # per task: refined success - BC success (paired, pooled over seeds) >= this
+    min_uplift_ci_low: float | None = None  # per task: lower end of the uplift's 95% interval >= this
+    min_overall_uplift: float | None = None  # all tasks pooled: uplift >= this
+    min_overall_uplift_ci_low: float | None = None  # all tasks pooled: lower end of its 95% interval >= this
+    min_refined_success: float = 0.0  # the promotion candidate's success rate
+    regression_margin: float = 0.0  # candidate >= promoted - margin
     min_episodes: int = 1  # evaluation episodes per policy, at least
 
     def __post_init__(self) -> None:
@@ -60,29 +65,60 @@ def fidelity_rules(rules: GateRules, fidelity: dict[str, Any] | None) -> list[di
         margin = None if psnr is None or base is None else psnr - base
         out.append(_rule("fidelity_beats_copy_last_frame", margin, 0.0, margin is not None and margin > 0,
                          "PSNR margin over copying the last frame"))
+    if rules.require_beats_copy_last_every_horizon:
+        for metric in ("psnr", "psnr_moving"):
+            keys = sorted((fidelity or {}).get("model", {}).get(metric, {}) or {"mean": None})
+            margins = []
+            for key in keys:
+                m, b = _number(fidelity, "model", metric, key), _number(fidelity, "copy_last_frame", metric, key)
+                margins.append(None if m is None or b is None else m - b)
+            worst = None if any(v is None for v in margins) else min(margins)
+            out.append(_rule(f"fidelity_{metric}_beats_copy_last_every_horizon", worst, 0.0,
+                             worst is not None and worst > 0,
+                             f"smallest {metric} margin over copying the last frame ({', '.join(keys)})"))
+    return out
+
+
+def overall_rules(rules: GateRules, policy: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Rules on the uplift pooled over all tasks and seeds (shared by every task's decision)."""
+    out = []
+    if rules.min_overall_uplift is not None:
+        v = _number(policy, "overall", "uplift")
+        out.append(_rule("overall_uplift", v, rules.min_overall_uplift, v is not None and v >= rules.min_overall_uplift,
+                         "pooled paired uplift over BC"))
+    if rules.min_overall_uplift_ci_low is not None:
+        ci = (policy or {}).get("overall", {}).get("uplift_ci95") if isinstance(policy, dict) else None
+        v = _number({"v": ci[0]}, "v") if isinstance(ci, list) and ci else None
+        out.append(_rule("overall_uplift_ci_low", v, rules.min_overall_uplift_ci_low,
+                         v is not None and v >= rules.min_overall_uplift_ci_low,
+                         "lower end of the pooled uplift's 95% interval"))
     return out
 
 
 def task_rules(rules: GateRules, entry: dict[str, Any] | None, promoted: float | None) -> list[dict[str, Any]]:
-    bc = _number(entry, "bc", "success_rate")
-    refined = _number(entry, "refined", "success_rate")
+    refined = _number(entry, "candidate", "success_rate")
     n = _number(entry, "refined", "episodes")
-    uplift = None if bc is None or refined is None else refined - bc
+    uplift = _number(entry, "uplift")
     out = [
         _rule("evaluation_episodes", n, rules.min_episodes, n is not None and n >= rules.min_episodes,
               "refined evaluation episodes"),
         _rule("refined_success", refined, rules.min_refined_success,
-              refined is not None and refined >= rules.min_refined_success, "refined success rate"),
+              refined is not None and refined >= rules.min_refined_success, "candidate's success rate"),
         _rule("uplift_over_bc", uplift, rules.min_uplift, uplift is not None and uplift >= rules.min_uplift,
-              "refined - BC success"),
+              "refined - BC success (paired, all seeds)"),
     ]
+    if rules.min_uplift_ci_low is not None:
+        ci = entry.get("uplift_ci95") if isinstance(entry, dict) else None
+        low = _number({"v": ci[0]}, "v") if isinstance(ci, list) and ci else None
+        out.append(_rule("uplift_ci_low", low, rules.min_uplift_ci_low, low is not None and low >= rules.min_uplift_ci_low,
+                         "lower end of the task's uplift 95% interval"))
     if promoted is None:
         out.append({"rule": "non_regression", "passed": True, "value": refined, "threshold": None,
                     "reason": "no policy of this task is promoted yet"})
     else:
         floor = promoted - rules.regression_margin
         out.append(_rule("non_regression", refined, floor, refined is not None and refined >= floor,
-                         f"refined success vs promoted {promoted:.4g} - margin"))
+                         f"candidate's success vs promoted {promoted:.4g} - margin"))
     return out
 
 
@@ -94,7 +130,7 @@ def decide(
     promoted: dict[str, float],
 ) -> dict[str, Any]:
     """The decision record: inputs, every rule with pass/fail and reason, and a verdict per task."""
-    shared = fidelity_rules(rules, fidelity)
+    shared = fidelity_rules(rules, fidelity) + overall_rules(rules, policy)
     per_task = {}
     for task in tasks:
         entry = policy.get("per_task", {}).get(task) if isinstance(policy, dict) else None

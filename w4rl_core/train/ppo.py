@@ -1,11 +1,22 @@
 """PPO inside the frozen world model (World4RL stage 2), one readable loop in the style of cleanrl.
 
-Rollouts are imagined: a ~ pi(x), the world model generates the next frame, the frozen success
-classifier gives the sparse reward. Neither model changes (checked). Guards against exploiting the
-learned simulator (DESIGN.md §3: plain PPO raised imagined success 0.57 -> 0.94 while real success
-fell 0.53 -> 0.34): sigma <= e^0 (the policy's log_std_max), a BC term on expert data anchoring the
-policy to its start, periodic evaluation on the real robot (reported, not used for selection unless
-asked), and world-model disagreement between two sampler seeds logged along the rollouts.
+Rollouts are imagined episodes: each starts where a recorded episode of the task starts and runs the
+rest of a real episode's length, a ~ pi(x), the world model generates the next frame, the frozen,
+calibrated success detector gives the sparse reward. Neither model changes (checked).
+
+Guards against exploiting the learned simulator (DESIGN.md §3: plain PPO raised imagined success
+0.57 -> 0.94 while real success fell 0.53 -> 0.34):
+- sigma <= e^0 (the policy's log_std_max) and a BC term on expert data anchoring the policy;
+- the world model's own uncertainty (sample vs its mean prediction, ImaginedEnv) above what the BC
+  policy meets in imagination is penalised in the reward (MOPO-style; `uncertainty_coef`);
+- the critic is fitted to the first rollout's returns before the first policy update, so the first
+  updates do not follow advantages of an untrained critic (approx-KL 0.14, clip fraction 0.49 seen);
+- the like-for-like imagined success (deterministic policy, real starts, success anywhere) of the
+  BC policy and of the result, next to periodic real evaluations (reported; used for selection
+  only with `select_by_real`).
+Actions are clipped to the bounds before the env sees them; with `action_logprob: clipped` the
+log-probability is that of the clipped action under the Gaussian (the tails' mass at the bounds),
+so the ratio PPO optimises is that of what was executed.
 """
 
 from __future__ import annotations
@@ -13,6 +24,7 @@ from __future__ import annotations
 import copy
 import csv
 import hashlib
+import math
 import os
 import time
 from collections.abc import Callable
@@ -21,17 +33,20 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.distributions import Normal
 
 from w4rl_core.atomic import atomic_path
 from w4rl_core.imagine.env import ImaginedEnv
 from w4rl_core.models.policy import CNNHead, GaussianPolicy
 
+ACTION_LOGPROBS = ("clipped", "gaussian")
+
 
 @dataclass(frozen=True)
 class PPOConfig:
     iterations: int = 10  # rollout + update cycles
-    n_envs: int = 16  # imagined envs per rollout
-    horizon: int = 10  # imagined steps per rollout (each env restarts from a real context)
+    n_envs: int = 16  # imagined episodes per rollout
+    horizon: int = 46  # imagined steps per episode (the refine stage sets episode_len - T)
     epochs: int = 4  # passes over each rollout
     minibatches: int = 4
     lr: float = 1e-4
@@ -44,21 +59,30 @@ class PPOConfig:
     bc_batch: int = 64
     max_grad_norm: float = 0.5
     target_kl: float = 0.05  # stop an update early past this approx-KL (0 = never)
+    critic_warmup: int = 20  # value-only epochs on the first rollout before the first policy update
+    action_logprob: str = "clipped"  # clipped | gaussian: the log-probability PPO's ratio uses
+    uncertainty_coef: float = 0.0  # reward penalty per unit of relative uncertainty above the reference
+    uncertainty_quantile: float = 0.9  # reference: this quantile of the BC policy's uncertainty
     eval_every: int = 5  # real-robot evaluation every N iterations (0 = never)
+    imagined_eval_episodes: int = 32  # like-for-like imagined evaluation of BC and result (0 = none)
     select_by_real: bool = False  # keep the checkpoint with the best periodic real success
-    disagreement_envs: int = 4  # envs whose next frame is also sampled with a second seed
     seed: int = 0
     device: str = "auto"
 
     def __post_init__(self) -> None:
         if min(self.iterations, self.n_envs, self.horizon, self.epochs, self.minibatches) < 1:
             raise ValueError("iterations, n_envs, horizon, epochs, minibatches must be >= 1")
-        if (self.n_envs * self.horizon) % self.minibatches:
-            raise ValueError("n_envs * horizon must be divisible by minibatches")
+        if self.minibatches > self.n_envs * self.horizon:
+            raise ValueError("minibatches must be <= n_envs * horizon")
         if not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1 or self.clip_coef <= 0:
             raise ValueError("need gamma, gae_lambda in [0, 1] and clip_coef > 0")
-        if self.bc_coef < 0 or self.eval_every < 0 or self.disagreement_envs < 0:
-            raise ValueError("bc_coef, eval_every, disagreement_envs must be >= 0")
+        if min(self.bc_coef, self.eval_every, self.critic_warmup, self.uncertainty_coef,
+               self.imagined_eval_episodes) < 0:
+            raise ValueError("bc_coef, eval_every, critic_warmup, uncertainty_coef, imagined_eval_episodes >= 0")
+        if self.action_logprob not in ACTION_LOGPROBS:
+            raise ValueError(f"action_logprob must be one of {ACTION_LOGPROBS}, not {self.action_logprob!r}")
+        if not 0 < self.uncertainty_quantile <= 1:
+            raise ValueError("uncertainty_quantile must be in (0, 1]")
 
 
 def compute_gae(
@@ -91,6 +115,21 @@ def clipped_surrogate(
     return loss, {"approx_kl": approx_kl, "clipfrac": clipfrac}
 
 
+def action_log_prob(dist: Normal, u: torch.Tensor, mode: str) -> torch.Tensor:
+    """Log-probability (summed over action dims) of normalized actions u.
+
+    clipped: u is the executed action, clipped to [-1, 1]; at a bound its probability is the
+    Gaussian's mass beyond it (log Phi), inside the density. gaussian: the plain density.
+    """
+    if mode == "gaussian":
+        return dist.log_prob(u).sum(-1)
+    mean, std = dist.mean, dist.stddev
+    low = torch.special.log_ndtr((-1 - mean) / std)
+    high = torch.special.log_ndtr((mean - 1) / std)
+    inside = dist.log_prob(u)
+    return torch.where(u <= -1, low, torch.where(u >= 1, high, inside)).sum(-1)
+
+
 def explained_variance(pred: torch.Tensor, target: torch.Tensor) -> float:
     var = target.var()
     return float("nan") if var == 0 else float(1 - (target - pred).var() / var)
@@ -108,6 +147,29 @@ def parameter_fingerprint(*modules: torch.nn.Module) -> str:
             h.update(name.encode())
             h.update(p.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+@torch.no_grad()
+def imagined_success(policy: GaussianPolicy, env: ImaginedEnv, episodes: int, horizon: int, seed: int = 0,
+                     deterministic: bool = True) -> list[bool]:
+    """Success per imagined episode, measured as real success is: episodes from the recorded starts
+    (walked through in order, the same ones for every policy), the policy's mean action (as the
+    evaluation runs it), success anywhere in the episode."""
+    policy.eval()
+    out: list[bool] = []
+    gen = torch.Generator(device=env.device).manual_seed(seed)
+    for batch in range(math.ceil(episodes / env.n_envs)):
+        starts = (np.arange(env.n_envs) + batch * env.n_envs) % env.n_starts
+        obs = env.reset(seed=seed + batch, starts=starts)
+        hit = torch.zeros(env.n_envs, dtype=torch.bool, device=env.device)
+        for _ in range(horizon):
+            dist = policy.distribution(obs)
+            u = dist.mean if deterministic else dist.mean + dist.stddev * torch.randn(
+                dist.mean.shape, device=env.device, generator=gen)
+            obs, info = env.step(policy.denormalize(u))
+            hit |= info["success"]
+        out += hit.cpu().tolist()
+    return out[:episodes]
 
 
 def refine(
@@ -128,22 +190,29 @@ def refine(
     device = env.device
     torch.manual_seed(config.seed)
     frozen_before = parameter_fingerprint(*frozen)
-    policy = policy.to(device).train()
-    critic = CNNHead(policy.config.cnn, 1).to(device)
+    policy = policy.to(device)
+    critic = CNNHead(policy.config.cnn, 1, extra=1).to(device)  # frame + fraction of the episode elapsed
     opt = torch.optim.Adam([*policy.parameters(), *critic.parameters()], lr=config.lr, eps=1e-5)
     gen = torch.Generator().manual_seed(config.seed)
     n, steps, a_dim = config.n_envs, config.horizon, policy.action_dim
+    elapsed = (torch.arange(steps, device=device, dtype=torch.float32) / steps)[:, None, None].expand(steps, n, 1)
     rows: list[dict[str, Any]] = []
     best: tuple[float, dict] | None = None
     real_episodes = 0
+    uncertainty_ref: float | None = None
     started = time.perf_counter()
 
+    def value(obs: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return critic(obs, t).squeeze(-1)
+
+    eval_n = config.imagined_eval_episodes
+    imagined_bc = imagined_success(policy, env, eval_n, steps, config.seed) if eval_n else []
+
     for it in range(1, config.iterations + 1):
-        # ---------------- imagined rollout
+        # ---------------- imagined rollout: whole episodes from real starts
         obs_buf = torch.zeros(steps, n, *env.observation_shape, device=device)
         u_buf = torch.zeros(steps, n, a_dim, device=device)
-        logp_buf, rew_buf, val_buf = (torch.zeros(steps, n, device=device) for _ in range(3))
-        disagreement = []
+        logp_buf, succ_buf, unc_buf, val_buf = (torch.zeros(steps, n, device=device) for _ in range(4))
         obs = env.reset(seed=config.seed * 100_003 + it)
         t0 = time.perf_counter()
         policy.eval()
@@ -151,39 +220,60 @@ def refine(
             for t in range(steps):
                 dist = policy.distribution(obs)
                 u = dist.sample()
+                if config.action_logprob == "clipped":
+                    u = u.clamp(-1, 1)
                 obs_buf[t], u_buf[t] = obs, u
-                logp_buf[t] = dist.log_prob(u).sum(-1)
-                val_buf[t] = critic(obs).squeeze(-1)
-                obs, info = env.step(policy.denormalize(u), spread_envs=config.disagreement_envs)
-                rew_buf[t] = info["success"].float()
-                if "disagreement" in info:  # kept on the device: no host sync inside the rollout
-                    disagreement.append(info["disagreement"])
-            next_value = critic(obs).squeeze(-1)
+                logp_buf[t] = action_log_prob(dist, u, config.action_logprob)
+                val_buf[t] = value(obs, elapsed[t])
+                obs, info = env.step(policy.denormalize(u))
+                succ_buf[t] = info["success"].float()
+                unc_buf[t] = info["uncertainty"]
         _sync(device)  # GPU work is asynchronous: time what ran, not what was queued
         imagine_s = time.perf_counter() - t0
-        # Fixed-horizon rollouts end by truncation, not termination: bootstrap from V(last frame).
-        adv, ret = compute_gae(rew_buf, val_buf, next_value, torch.zeros_like(rew_buf), config.gamma,
+        if uncertainty_ref is None:  # what the BC policy meets in imagination: the data's support
+            uncertainty_ref = float(torch.quantile(unc_buf.flatten().float(), config.uncertainty_quantile))
+        penalty = config.uncertainty_coef * torch.relu(unc_buf / max(uncertainty_ref, 1e-8) - 1)
+        rew_buf = succ_buf - penalty
+        # The imagined episode ends where the real one does: terminal, no bootstrap.
+        dones = torch.zeros_like(rew_buf)
+        dones[-1] = 1.0
+        adv, ret = compute_gae(rew_buf, val_buf, torch.zeros(n, device=device), dones, config.gamma,
                                config.gae_lambda)
 
         # ---------------- update
         policy.train()
         b_obs, b_u, b_logp = obs_buf.flatten(0, 1), u_buf.flatten(0, 1), logp_buf.flatten(0, 1)
-        b_adv, b_ret, b_val = adv.flatten(), ret.flatten(), val_buf.flatten()
+        b_time, b_val = elapsed.flatten(0, 1), val_buf.flatten()
         size = len(b_obs)
-        mb = size // config.minibatches
         stats: dict[str, list[float]] = {k: [] for k in ("pg_loss", "v_loss", "entropy", "bc_nll", "approx_kl",
                                                          "clipfrac")}
         t1 = time.perf_counter()
+        if it == 1 and config.critic_warmup:
+            # Monte-Carlo returns of the first rollout (lambda = 1): no bootstrap from an untrained critic.
+            _, mc_ret = compute_gae(rew_buf, torch.zeros_like(val_buf), torch.zeros(n, device=device), dones,
+                                    config.gamma, 1.0)
+            b_mc = mc_ret.flatten()
+            for _ in range(config.critic_warmup):
+                for idx in torch.randperm(size, generator=gen).to(device).chunk(config.minibatches):
+                    v_loss = 0.5 * ((value(b_obs[idx], b_time[idx]) - b_mc[idx]) ** 2).mean()
+                    opt.zero_grad(set_to_none=True)
+                    v_loss.backward()
+                    torch.nn.utils.clip_grad_norm_(critic.parameters(), config.max_grad_norm)
+                    opt.step()
+            with torch.no_grad():  # advantages from the fitted critic
+                val_buf = torch.stack([value(obs_buf[t], elapsed[t]) for t in range(steps)])
+                adv, ret = compute_gae(rew_buf, val_buf, torch.zeros(n, device=device), dones, config.gamma,
+                                       config.gae_lambda)
+                b_val = val_buf.flatten()
+        b_adv, b_ret = adv.flatten(), ret.flatten()
         for _ in range(config.epochs):
-            perm = torch.randperm(size, generator=gen)
-            for start in range(0, size, mb):
-                idx = perm[start : start + mb].to(device)
+            for idx in torch.randperm(size, generator=gen).to(device).chunk(config.minibatches):
                 dist = policy.distribution(b_obs[idx])
-                new_logp = dist.log_prob(b_u[idx]).sum(-1)
+                new_logp = action_log_prob(dist, b_u[idx], config.action_logprob)
                 a = b_adv[idx]
                 a = (a - a.mean()) / (a.std() + 1e-8) if len(a) > 1 else a
                 pg_loss, diag = clipped_surrogate(new_logp, b_logp[idx], a, config.clip_coef)
-                v_loss = 0.5 * ((critic(b_obs[idx]).squeeze(-1) - b_ret[idx]) ** 2).mean()
+                v_loss = 0.5 * ((value(b_obs[idx], b_time[idx]) - b_ret[idx]) ** 2).mean()
                 entropy = dist.entropy().sum(-1).mean()
                 loss = pg_loss + config.vf_coef * v_loss - config.ent_coef * entropy
                 bc = torch.zeros((), device=device)
@@ -207,12 +297,13 @@ def refine(
 
         row: dict[str, Any] = {
             "iteration": it,
-            "imagined_success": float((rew_buf.sum(0) > 0).float().mean()),  # per imagined episode
-            "imagined_reward": float(rew_buf.sum(0).mean()),
+            "imagined_success": float((succ_buf.sum(0) > 0).float().mean()),  # per imagined episode
+            "imagined_reward": float(succ_buf.sum(0).mean()),
+            "uncertainty": float(unc_buf.mean()),
+            "uncertainty_penalty": float(penalty.sum(0).mean()),
             **{k: float(np.mean(v)) for k, v in stats.items()},
             "explained_variance": explained_variance(b_val, b_ret),
             "policy_std": float(policy.distribution(b_obs[:64]).stddev.mean().detach()),
-            "wm_disagreement": float(torch.stack(disagreement).mean()) if disagreement else None,
             "imagined_frames_per_s": n * steps / imagine_s,
             "update_s": update_s,
             "real_success": None,
@@ -227,6 +318,7 @@ def refine(
 
     if best is not None:
         policy.load_state_dict(best[1])
+    imagined_refined = imagined_success(policy, env, eval_n, steps, config.seed) if eval_n else []
     if parameter_fingerprint(*frozen) != frozen_before:
         raise RuntimeError("a frozen model (world model or classifier) changed during refinement")
     with atomic_path(curve_path) as tmp:
@@ -234,10 +326,18 @@ def refine(
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
+
+    def rate(xs: list[bool]) -> float | None:
+        return float(np.mean(xs)) if xs else None
+
     summary = {
         "iterations": config.iterations,
+        "horizon": steps,
         "imagined_success_start": rows[0]["imagined_success"],
         "imagined_success_end": rows[-1]["imagined_success"],
+        # Like for like with the real evaluation: deterministic policy, recorded starts, success anywhere.
+        "imagined_eval": {"episodes": eval_n, "bc": rate(imagined_bc), "refined": rate(imagined_refined)},
+        "uncertainty_reference": uncertainty_ref,
         "real_success_periodic": [(r["iteration"], r["real_success"]) for r in rows if r["real_success"] is not None],
         "real_evaluations": real_episodes,
         "selected_by_real": best is not None,

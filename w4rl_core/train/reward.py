@@ -1,37 +1,62 @@
-"""The success classifier C(x): binary env success from one frame, class-balanced batches, BCE."""
+"""The success classifier C(x): binary env success from one frame, class-balanced batches, BCE; and
+its detector (threshold, persistence over frames) calibrated per episode on held-out episodes."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from w4rl_core.data.windows import FrameWindows
 from w4rl_core.models.policy import CNNConfig, SuccessClassifier
+from w4rl_core.models.success import calibrate, calibration_report
 from w4rl_core.train.bc import frames_of
 from w4rl_core.train.supervised import SupervisedConfig, fit, random_shift
 from w4rl_core.train.world_model import resolve_device
 
 
 @torch.no_grad()
-def classification_metrics(clf: SuccessClassifier, w: FrameWindows, device, threshold: float = 0.5) -> dict:
+def frame_probs(clf: SuccessClassifier, w: FrameWindows, device) -> torch.Tensor:
+    """The classifier's success probability for every frame of `w` (N,)."""
+    if len(w.rgb) == 0:
+        return torch.zeros(0)
+    return torch.cat([clf.prob(frames_of(w, torch.arange(i, min(i + 512, len(w.rgb))), device)).cpu()
+                      for i in range(0, len(w.rgb), 512)])
+
+
+def classification_metrics(probs: torch.Tensor, w: FrameWindows, threshold: float = 0.5) -> dict:
     if len(w.rgb) == 0:
         return {"frames": 0}
-    probs = torch.cat([clf.prob(frames_of(w, torch.arange(i, min(i + 512, len(w.rgb))), device)).cpu()
-                       for i in range(0, len(w.rgb), 512)])
     pred, label = probs > threshold, w.success.bool()
     tp, fp, fn = int((pred & label).sum()), int((pred & ~label).sum()), int((~pred & label).sum())
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    negatives = int((~label).sum())
     return {"frames": len(label), "positives": int(label.sum()), "precision": precision, "recall": recall,
-            "f1": f1, "accuracy": float((pred == label).float().mean())}
+            "f1": f1, "accuracy": float((pred == label).float().mean()),
+            "false_positive_rate": fp / negatives if negatives else None, "threshold": threshold}
+
+
+def _episodes(w: FrameWindows, probs: torch.Tensor, kinds: tuple[str, ...] | None = None):
+    """Per episode of `w` (optionally of some kinds): (frame probabilities, real episode success)."""
+    out = []
+    for s, e, kind in zip(w.episode_starts, w.episode_ends, w.episode_kind):
+        if kinds is None or kind in kinds:
+            out.append((probs[s:e].numpy(), bool(w.success[s:e].any())))
+    return [p for p, _ in out], np.array([t for _, t in out], dtype=bool)
 
 
 def train_classifier(
     cnn: CNNConfig, config: SupervisedConfig, train: FrameWindows, val: FrameWindows, progress: bool = False
 ) -> tuple[SuccessClassifier, dict[str, Any]]:
+    """Fit the classifier on `train`, then calibrate its episode-level detector on `val` episodes.
+
+    The report's `reward_calibration` is the figure that matters for refinement: on held-out real
+    BC episodes (kind `policy`), the true episode success rate next to the detector's.
+    """
     labels = train.success.bool()
     pos, neg = labels.nonzero().squeeze(-1), (~labels).nonzero().squeeze(-1)
     if len(pos) == 0 or len(neg) == 0:
@@ -50,6 +75,18 @@ def train_classifier(
 
     curve = fit(clf, loss_fn, config, "train success classifier", progress)
     clf.eval()
-    report = {"curve": curve, "train": classification_metrics(clf, train, device),
-              "val": classification_metrics(clf, val, device)}
+    train_probs, val_probs = frame_probs(clf, train, device), frame_probs(clf, val, device)
+    report: dict[str, Any] = {"curve": curve, "train": classification_metrics(train_probs, train),
+                              "val": classification_metrics(val_probs, val)}
+    probs, truth = _episodes(val, val_probs)
+    if len(truth) == 0:
+        raise ValueError("no held-out episodes to calibrate the success detector on (world_model.val_fraction)")
+    detector, grid = calibrate(probs, truth)
+    bc_probs, bc_truth = _episodes(val, val_probs, ("policy",))
+    report |= {
+        "detector": {"threshold": detector.threshold, "persistence": detector.persistence},
+        "calibration_grid": grid,
+        "reward_calibration": calibration_report(bc_probs, bc_truth, detector) | {"episodes_of": "held-out BC rollouts"},
+        "episode_calibration_all": calibration_report(probs, truth, detector),
+    }
     return clf.cpu(), report
