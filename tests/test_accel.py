@@ -28,10 +28,10 @@ from w4rl_core.train.world_model import WorldModelTrainConfig, train_world_model
 BF16_MEAN, BF16_MAX = 0.01, 0.1
 
 
-def _model(seed: int = 0) -> WorldModel:
+def _model(seed: int = 0, **unet) -> WorldModel:
     torch.manual_seed(seed)
     cfg = WorldModelConfig(action_low=(-1.0,) * 4, action_high=(1.0,) * 4,
-                           unet=UNetConfig(image_size=16, context_frames=3, channels=(16, 32), norm_groups=8))
+                           unet=UNetConfig(image_size=16, context_frames=3, channels=(16, 32), norm_groups=8, **unet))
     model = WorldModel(cfg).eval()
     # A trained model's output layer is not zero (it starts there): give it weights, so that the
     # comparisons below see the whole network's numerics.
@@ -61,9 +61,9 @@ def test_float32_fast_path_matches_the_eager_sampler(method, channels_last):
     torch.testing.assert_close(out, _eager(model, ctx, act, sampler), atol=2e-5, rtol=0)
 
 
-@pytest.mark.parametrize("method", ["euler", "heun"])
-def test_bf16_fast_path_is_within_bf16_tolerance_and_leaves_the_model_alone(method):
-    model, (ctx, act) = _model(), _inputs()
+@pytest.mark.parametrize("method, context_noise_embedding", [("euler", False), ("heun", False), ("euler", True)])
+def test_bf16_fast_path_is_within_bf16_tolerance_and_leaves_the_model_alone(method, context_noise_embedding):
+    model, (ctx, act) = _model(context_noise_embedding=context_noise_embedding), _inputs()
     before = parameter_fingerprint(model)
     sampler = SamplerConfig(steps=3, method=method)
     out = _fast(model, ctx, act, sampler, AccelConfig(precision="bfloat16", channels_last=True))

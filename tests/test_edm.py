@@ -84,3 +84,40 @@ def test_configs_are_validated():
     with pytest.raises(ValueError, match="divisible"):
         UNetConfig(channels=(30, 30))
     assert math.isclose(EDMConfig().sigma_data, 0.5)
+
+
+def test_context_noise_level_reaches_the_network_in_training_and_is_zero_at_sampling():
+    from w4rl_core.models.accel import AccelConfig, FastSampler
+    from w4rl_core.models.world_model import WorldModel, WorldModelConfig
+
+    torch.manual_seed(0)
+    cfg = WorldModelConfig(action_low=(-1.0,) * 2, action_high=(1.0,) * 2,
+                           unet=UNetConfig(image_size=16, context_frames=2, channels=(16, 16), norm_groups=8,
+                                           context_noise_embedding=True),
+                           edm=EDMConfig(context_noise_max=0.1))
+    model = WorldModel(cfg)
+    seen = []
+    mlp = model.denoiser.net.context_noise_mlp
+    handle = mlp.register_forward_hook(lambda module, args, out: seen.append(args[0].detach().clone()))
+    frames = torch.rand(8, 3, 3, 16, 16) * 2 - 1
+    model.loss(frames, torch.rand(8, 2, 2) * 2 - 1, torch.Generator().manual_seed(1))
+    levels = seen.pop() / 10  # the embedding sees 10 x sigma_ctx
+    assert levels.shape == (8,) and (levels >= 0).all() and (levels <= 0.1).all() and levels.std() > 0
+    ctx, act = frames[:, :2], torch.rand(8, 2, 2) * 2 - 1
+    model.predict(ctx, act, generator=torch.Generator().manual_seed(2))
+    FastSampler(model, cfg.sampler, "cpu", AccelConfig(precision="float32"))(ctx, act, torch.Generator().manual_seed(2))
+    handle.remove()
+    assert len(seen) >= 2 and all(torch.equal(s, torch.zeros(8)) for s in seen)  # every sampler call: level 0
+
+
+def test_mid_block_attention_is_normalised_and_output_starts_at_zero():
+    net = FrameUNet(UNetConfig(image_size=16, context_frames=2, channels=(16, 16), norm_groups=8), action_features=6)
+    attn = net.unet.mid_block.attentions[0]
+    assert isinstance(attn.group_norm, torch.nn.GroupNorm) and attn.group_norm.num_groups == 8
+    assert torch.count_nonzero(net.unet.conv_out.weight) == 0 and torch.count_nonzero(net.unet.conv_out.bias) == 0
+    # The noise-level embedding is smooth in ln(sigma): nearby levels give nearby embeddings, over
+    # the whole training range (the earlier 1000 x c_noise sinusoid wrapped within one std of ln sigma).
+    c = torch.linspace(-1.6, 0.8, 200)
+    emb = net.unet.time_proj(c)
+    step = (emb[1:] - emb[:-1]).norm(dim=1)
+    assert step.max() < 0.5 * emb[0].norm() / 2

@@ -175,17 +175,15 @@ def classifier_agreement(detectors: dict[str, SuccessDetector], tasks: list[str]
             "per_task": per_task}
 
 
-def evaluate_fidelity(
+def fidelity_metrics(
     sample: Sampler,
     context_frames: int,
     val: FrameWindows,
     config: FidelityConfig,
-    metrics_path: str | os.PathLike[str],
-    report_dir: str | os.PathLike[str],
     device: str | torch.device = "cpu",
     detectors: dict[str, SuccessDetector] | None = None,
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+    """The metrics of `evaluate_fidelity` without its reports -> (metrics, imagined, real frames)."""
     t = context_frames
     length = t + config.horizon
     starts = val.first_windows(length)
@@ -219,13 +217,30 @@ def evaluate_fidelity(
         "moving_pixels": float(mask.float().mean()),
         "model": model,
         "copy_last_frame": base,
-        **(extra or {}),
     }
     metrics["beats_copy_last_frame"] = {
         f"{metric}_{k}": model[metric][k] > base[metric][k]
         for metric in ("psnr", "psnr_moving", "ssim") for k in model[metric]
     }
     metrics["classifier_agreement"] = classifier_agreement(detectors or {}, tasks, pred, real)
+    return metrics, pred, real
+
+
+def evaluate_fidelity(
+    sample: Sampler,
+    context_frames: int,
+    val: FrameWindows,
+    config: FidelityConfig,
+    metrics_path: str | os.PathLike[str],
+    report_dir: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    detectors: dict[str, SuccessDetector] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """fidelity_metrics, plus an Evidently report (imagined vs real per-rollout statistics) and
+    real | imagined strips and GIFs; metrics and reports written atomically."""
+    metrics, pred, real = fidelity_metrics(sample, context_frames, val, config, device, detectors)
+    metrics |= extra or {}
 
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset

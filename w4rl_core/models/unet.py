@@ -68,8 +68,9 @@ class FourierFeatures(nn.Module):
         self.register_buffer("freqs", freqs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # In float32 (a bf16 phase would be off by whole radians), returned in the module's dtype.
         phase = 2 * math.pi * x.float()[:, None] * self.freqs.float()[None, :]
-        return torch.cat([phase.cos(), phase.sin()], dim=-1)
+        return torch.cat([phase.cos(), phase.sin()], dim=-1).to(self.freqs.dtype)
 
 
 class FrameUNet(nn.Module):
