@@ -185,6 +185,7 @@ class PolicyParams:
     log_std_min: float = -5.0
     log_std_max: float = 0.0  # sigma <= e^0: World4RL's conservative exploration
     rollout_deterministic: bool = False  # BC rollouts for data coverage sample actions
+    successful_demos_only: bool = False  # clone only the expert episodes that succeeded
     train: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -200,11 +201,17 @@ class RewardParams:
     channels: tuple[int, ...] = (16, 32, 64)
     hidden: int = 128
     kinds: tuple[str, ...] = ("expert", "policy")
+    balanced: bool = True  # class-balanced batches (half successes) or frames at their own rate
+    # Episodes the detector (threshold, persistence) is calibrated on: the held-out episodes' real
+    # frames, or their imagined twins (the world model's open-loop replays: what refinement scores).
+    calibrate_on: str = "imagined"
     train: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(self.channels))
         object.__setattr__(self, "kinds", tuple(self.kinds))
+        if self.calibrate_on not in ("real", "imagined"):
+            raise ValueError(f"reward.calibrate_on must be real or imagined, not {self.calibrate_on!r}")
         bad = set(self.kinds) - {"expert", "random", "policy"}
         if bad or not self.kinds:
             raise ValueError(f"reward.kinds must be a non-empty subset of expert, random, policy; got {self.kinds}")

@@ -32,7 +32,7 @@ def test_calibration_picks_the_detector_that_gets_episodes_right():
     report = calibration_report(probs, truth, detector)
     assert report["accuracy"] == 1.0 and report["gap"] == 0.0
     assert detector.persistence >= 2 or detector.threshold > 0.8
-    assert len(grid) == 24 and all({"threshold", "persistence", "accuracy"} <= set(r) for r in grid)
+    assert len(grid) == 35 and all({"threshold", "persistence", "accuracy"} <= set(r) for r in grid)
 
 
 def test_paired_uplift_and_its_interval():

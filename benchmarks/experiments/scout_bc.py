@@ -13,6 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from w4rl_core.data.collect import CollectConfig, collect
 from w4rl_core.data.windows import load_windows
 from w4rl_core.eval.policy_eval import evaluate_policy_in_sim
@@ -29,6 +31,8 @@ def main() -> None:
     ap.add_argument("--bc-steps", type=int, default=1500)
     ap.add_argument("--image-size", type=int, default=32)
     ap.add_argument("--crop", type=float, nargs=3, default=(0.14, 0.1, 0.75))
+    ap.add_argument("--val-fraction", type=float, default=0.0, help="held out of BC's demos (the pipeline's split)")
+    ap.add_argument("--successful-only", action="store_true", help="clone only the successful demos")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
     rows = []
@@ -39,7 +43,9 @@ def main() -> None:
                         action_repeat=2, workers=0)
             demo = collect(CollectConfig(kind="expert", episodes=args.experts, seed=0, **base),
                            Path(tmp) / "expert.zarr", progress=False)
-            train, val = load_windows([str(Path(tmp) / "expert.zarr")], args.image_size, 0.0, 0)
+            train, val = load_windows([str(Path(tmp) / "expert.zarr")], args.image_size, args.val_fraction, 0)
+            if args.successful_only:
+                train = train.episodes(np.flatnonzero(train.succeeded()))
             cfg = PolicyConfig(action_low=train.action_low, action_high=train.action_high,
                                cnn=CNNConfig(image_size=args.image_size, channels=(16, 32, 64), hidden=256))
             policy, _ = train_bc(cfg, SupervisedConfig(steps=args.bc_steps, batch_size=64, lr=3e-4), train, val)
@@ -47,7 +53,8 @@ def main() -> None:
             ev = evaluate_policy_in_sim(Path(tmp) / "bc", CollectConfig(kind="eval", episodes=args.episodes,
                                                                          seed=100, **base),
                                         Path(tmp) / "eval.zarr")
-        row = {"task": task, "expert_success": demo["success_rate"], "bc_success": ev["success_rate"],
+        row = {"task": task, "demos_used": train.n_episodes, "expert_success": demo["success_rate"],
+               "bc_success": ev["success_rate"],
                "bc_ci95": ev["ci95"], "seconds": round(time.time() - t0)}
         print(json.dumps(row), flush=True)
         rows.append(row)

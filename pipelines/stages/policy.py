@@ -9,6 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pipelines.params import Params
 from pipelines.stages.collect import store_path
 from pipelines.stages.world_model import EPISODES_DIR, MODEL_DIR
@@ -40,6 +42,19 @@ def _windows(params: Params, task: str, kinds: tuple[str, ...]) -> tuple[FrameWi
     return load_windows(stores, wm.image_size, wm.val_fraction, wm.split_seed)
 
 
+def _demonstrations(params: Params, task: str) -> tuple[FrameWindows, FrameWindows, int]:
+    """The expert episodes BC clones and refinement's BC term anchors to (training split; only the
+    successful ones with policy.successful_demos_only), the held-out ones, and how many there were."""
+    train, val = _windows(params, task, ("expert",))
+    demos = train.n_episodes
+    if params.policy.successful_demos_only:  # a failed demonstration teaches failing
+        train = train.episodes(np.flatnonzero(train.succeeded()))
+        if train.n_episodes == 0:
+            raise ValueError(f"{task}: none of the {demos} expert training episodes succeeded; collect more "
+                             "(collect.episodes.expert) or set policy.successful_demos_only: false")
+    return train, val, demos
+
+
 def _meta(params: Params, task: str) -> dict[str, Any]:
     return {"task": task, "profile": params.profile.name, "smoke_scale": params.profile.smoke_scale}
 
@@ -49,12 +64,13 @@ def train_bc(params: Params, task: str, progress: bool = False) -> dict[str, Any
     from w4rl_core.train.bc import train_bc as fit_bc
     from w4rl_core.train.supervised import SupervisedConfig
 
-    train, val = _windows(params, task, ("expert",))
+    train, val, demos = _demonstrations(params, task)
     config = PolicyConfig(action_low=train.action_low, action_high=train.action_high, cnn=params.policy_cnn(),
                           log_std_min=params.policy.log_std_min, log_std_max=params.policy.log_std_max)
     policy, report = fit_bc(config, SupervisedConfig(**params.policy.train), train, val, progress)
     metrics = {**_meta(params, task), "train": report["train"], "val": report["val"],
-               "train_frames": report["train_frames"], "val_frames": report["val_frames"]}
+               "train_frames": report["train_frames"], "val_frames": report["val_frames"],
+               "demonstrations": demos, "demonstrations_used": train.n_episodes}
     save_policy(bc_dir(task), policy, meta=metrics)
     write_json_atomic(f"metrics/bc/{task}.json", metrics)
     return metrics
@@ -66,13 +82,31 @@ def train_reward(params: Params, task: str, progress: bool = False) -> dict[str,
     from w4rl_core.train.supervised import SupervisedConfig
 
     train, val = _windows(params, task, params.reward.kinds)
-    clf, report = train_classifier(params.reward_cnn(), SupervisedConfig(**params.reward.train), train, val, progress)
-    metrics = {**_meta(params, task), "kinds": list(params.reward.kinds),
+    calibrate_on = None
+    if params.reward.calibrate_on == "imagined":
+        calibrate_on = _imagined_twins(params, val)
+    clf, report = train_classifier(params.reward_cnn(), SupervisedConfig(**params.reward.train), train, val, progress,
+                                   calibrate_on=calibrate_on, balanced=params.reward.balanced)
+    metrics = {**_meta(params, task), "kinds": list(params.reward.kinds), "calibrated_on": params.reward.calibrate_on,
                **{k: report[k] for k in ("train", "val", "detector", "reward_calibration", "episode_calibration_all",
                                          "calibration_grid")}}
     save_classifier(reward_dir(task), clf, meta=metrics)
     write_json_atomic(f"metrics/reward/{task}.json", metrics)
     return metrics
+
+
+def _imagined_twins(params: Params, episodes: FrameWindows) -> FrameWindows:
+    """The world model's open-loop replays of `episodes` over the refinement horizon, sampled the
+    way refinement samples (w4rl_core/imagine/replay.py)."""
+    from w4rl_core.imagine.replay import imagined_twins
+    from w4rl_core.models.accel import FastSampler
+    from w4rl_core.models.world_model import load_world_model
+    from w4rl_core.train.world_model import resolve_device
+
+    device = resolve_device(params.world_model.train.get("device", "auto"))
+    model, _ = load_world_model(MODEL_DIR, device)
+    sample = FastSampler(model, model.config.sampler, device, params.world_model.accel_config())
+    return imagined_twins(sample, model.config.context_frames, episodes, params.episode_horizon, device)
 
 
 def _eval_config(params: Params, task: str, episodes: int, seed: int, workers: int, first: int = 0) -> CollectConfig:
@@ -92,7 +126,7 @@ def refine(params: Params, task: str) -> dict[str, Any]:
     from w4rl_core.train.world_model import resolve_device
 
     contexts, _ = _windows(params, task, ("expert", "policy"))
-    expert, _ = _windows(params, task, ("expert",))
+    expert, _, _ = _demonstrations(params, task)
     runs: dict[int, tuple[Any, dict[str, Any]]] = {}
     for seed in params.refine.seeds:
         config = params.refine.ppo_config(horizon=params.episode_horizon, seed=seed)

@@ -59,6 +59,44 @@ class FrameWindows:
         ]
         return np.asarray(keep, dtype=np.int64)
 
+    def succeeded(self) -> np.ndarray:
+        """(E,) bool: whether each episode reached success at some step (Meta-World's episode success)."""
+        return np.array([bool(self.success[s:e].any()) for s, e in zip(self.episode_starts, self.episode_ends)],
+                        dtype=bool)
+
+    def episodes(self, keep: Sequence[int] | np.ndarray) -> FrameWindows:
+        """The given episodes (indices, in order) as their own FrameWindows."""
+        keep = [int(i) for i in keep]
+        if not keep:
+            return replace(self, rgb=self.rgb[:0], action=self.action[:0], success=self.success[:0],
+                           episode_ends=np.zeros(0, np.int64), episode_task=[], episode_kind=[])
+        starts, ends = self.episode_starts, self.episode_ends
+        idx = torch.cat([torch.arange(int(starts[i]), int(ends[i])) for i in keep])
+        return replace(self, rgb=self.rgb[idx], action=self.action[idx], success=self.success[idx],
+                       episode_ends=np.cumsum([int(ends[i] - starts[i]) for i in keep]).astype(np.int64),
+                       episode_task=[self.episode_task[i] for i in keep],
+                       episode_kind=[self.episode_kind[i] for i in keep])
+
+    @classmethod
+    def concat(cls, parts: Sequence[FrameWindows]) -> FrameWindows:
+        """Episodes of several FrameWindows (same action bounds) as one."""
+        parts = [p for p in parts if p.n_episodes]
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        if any((p.action_low, p.action_high) != (parts[0].action_low, parts[0].action_high) for p in parts):
+            raise ValueError("FrameWindows with different action bounds cannot be concatenated")
+        offsets = np.cumsum([0] + [len(p.rgb) for p in parts[:-1]])
+        return cls(
+            rgb=torch.cat([p.rgb for p in parts]),
+            action=torch.cat([p.action for p in parts]),
+            success=torch.cat([p.success for p in parts]),
+            episode_ends=np.concatenate([p.episode_ends + o for p, o in zip(parts, offsets)]).astype(np.int64),
+            episode_task=[t for p in parts for t in p.episode_task],
+            episode_kind=[k for p in parts for k in p.episode_kind],
+            action_low=parts[0].action_low,
+            action_high=parts[0].action_high,
+        )
+
     def to(self, device: torch.device | str) -> FrameWindows:
         """The same windows with the tensors on `device`: gathers then run there (a GPU-resident
         dataset: ~12 KB per 64 px frame, the paper recipe's 69,000 frames in < 1 GB)."""

@@ -37,24 +37,34 @@ def episode_success(probs: np.ndarray, config: DetectorConfig) -> np.ndarray:
     return hit
 
 
+THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
+PERSISTENCES = (1, 2, 3, 5, 8)
+
+
 def calibrate(
-    probs: list[np.ndarray], truth: np.ndarray, thresholds: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95),
-    persistences: tuple[int, ...] = (1, 2, 3, 5),
+    probs: list[np.ndarray], truth: np.ndarray, thresholds: tuple[float, ...] = THRESHOLDS,
+    persistences: tuple[int, ...] = PERSISTENCES,
 ) -> tuple[DetectorConfig, list[dict[str, Any]]]:
-    """Pick (threshold, persistence) with the most episodes right on held-out episodes.
+    """Pick (threshold, persistence) with the best balanced episode accuracy on held-out episodes.
 
     probs: per episode, the classifier's probability for each frame; truth: (E,) real episode
-    success. Ties go to the detector whose success rate is closest to the true rate, then to the
-    lower threshold and persistence (the earliest reward that is equally right).
+    success. Balanced accuracy (the mean of the rates of successes and of failures called right)
+    does not depend on how many of the held-out episodes succeeded: held-out sets are mostly expert
+    demonstrations, and plain accuracy there favours a detector that fires easily, the one failure
+    mode refinement exploits. Ties go to the detector whose success rate is closest to the true
+    rate, then to the lower threshold and persistence (the earliest reward that is equally right).
     """
+    truth = np.asarray(truth, dtype=bool)
     rows = []
     for thr in thresholds:
         for k in persistences:
             cfg = DetectorConfig(thr, k)
             pred = np.array([episode_success(p[None], cfg)[0] for p in probs])
-            rows.append({"threshold": thr, "persistence": k, "accuracy": float((pred == truth).mean()),
+            rates = [float((pred[truth == c] == c).mean()) for c in (True, False) if (truth == c).any()]
+            rows.append({"threshold": thr, "persistence": k, "balanced_accuracy": float(np.mean(rates)),
+                         "accuracy": float((pred == truth).mean()),
                          "rate_gap": float(abs(pred.mean() - truth.mean()))})
-    best = max(rows, key=lambda r: (r["accuracy"], -r["rate_gap"], -r["threshold"], -r["persistence"]))
+    best = max(rows, key=lambda r: (r["balanced_accuracy"], -r["rate_gap"], -r["threshold"], -r["persistence"]))
     return DetectorConfig(best["threshold"], best["persistence"]), rows
 
 

@@ -50,9 +50,11 @@ def _episodes(w: FrameWindows, probs: torch.Tensor, kinds: tuple[str, ...] | Non
 
 
 def train_classifier(
-    cnn: CNNConfig, config: SupervisedConfig, train: FrameWindows, val: FrameWindows, progress: bool = False
+    cnn: CNNConfig, config: SupervisedConfig, train: FrameWindows, val: FrameWindows, progress: bool = False,
+    calibrate_on: FrameWindows | None = None, balanced: bool = True,
 ) -> tuple[SuccessClassifier, dict[str, Any]]:
-    """Fit the classifier on `train`, then calibrate its episode-level detector on `val` episodes.
+    """Fit the classifier on `train`, then calibrate its episode-level detector on the episodes of
+    `calibrate_on` (default: `val`).
 
     The report's `reward_calibration` is the figure that matters for refinement: on held-out real
     BC episodes (kind `policy`), the true episode success rate next to the detector's.
@@ -67,9 +69,11 @@ def train_classifier(
     half = config.batch_size // 2
 
     def loss_fn(gen: torch.Generator) -> torch.Tensor:
-        # Balanced: successes are a minority of frames, and the refinement needs them recognized.
-        idx = torch.cat([pos[torch.randint(len(pos), (half,), generator=gen)],
-                         neg[torch.randint(len(neg), (config.batch_size - half,), generator=gen)]])
+        if balanced:  # half successes: they are a minority of frames
+            idx = torch.cat([pos[torch.randint(len(pos), (half,), generator=gen)],
+                             neg[torch.randint(len(neg), (config.batch_size - half,), generator=gen)]])
+        else:  # frames as they come: probabilities at the data's own success rate
+            idx = torch.randint(len(labels), (config.batch_size,), generator=gen)
         frames = random_shift(frames_of(train, idx, device), config.augment_shift, gen)
         return F.binary_cross_entropy_with_logits(clf(frames), labels[idx].float().to(device))
 
@@ -78,7 +82,8 @@ def train_classifier(
     train_probs, val_probs = frame_probs(clf, train, device), frame_probs(clf, val, device)
     report: dict[str, Any] = {"curve": curve, "train": classification_metrics(train_probs, train),
                               "val": classification_metrics(val_probs, val)}
-    probs, truth = _episodes(val, val_probs)
+    cal = val if calibrate_on is None else calibrate_on
+    probs, truth = _episodes(cal, frame_probs(clf, cal, device))
     if len(truth) == 0:
         raise ValueError("no held-out episodes to calibrate the success detector on (world_model.val_fraction)")
     detector, grid = calibrate(probs, truth)
