@@ -175,3 +175,30 @@ def test_imagined_env_is_batched_seeded_and_frozen(windows):
     assert torch.equal(env.step(torch.full((3, 4), 1.0))[0], nxt)
     with pytest.raises(ValueError, match="no real episode"):
         ImaginedEnv(model, train, n_envs=1, tasks=["hammer-v3"])
+
+
+def test_imagined_twins_keep_real_context_labels_and_episodes(windows):
+    from w4rl_core.data.windows import FrameWindows
+    from w4rl_core.imagine.replay import imagined_twins
+
+    train, _ = windows
+    torch.manual_seed(0)
+    model = WorldModel(_config()).eval()
+    sample = FastSampler(model, model.config.sampler, "cpu", AccelConfig(precision="float32"))
+    twins = imagined_twins(sample, 2, train, horizon=6)
+    assert twins.n_episodes == train.n_episodes and len(twins.rgb) == train.n_episodes * 8
+    assert twins.episode_task == train.episode_task and twins.episode_kind == train.episode_kind
+    for e, (s, end) in enumerate(zip(train.episode_starts, train.episode_ends)):
+        t0 = int(twins.episode_starts[e])
+        assert torch.equal(twins.rgb[t0 : t0 + 2], train.rgb[s : s + 2])  # the real context frames
+        assert torch.equal(twins.success[t0 : t0 + 8], train.success[s : s + 8])  # the real outcome
+        assert torch.equal(twins.action[t0 : t0 + 8], train.action[s : s + 8])
+    assert twins.rgb.dtype == torch.uint8
+    # Episodes of two FrameWindows as one; a selection of episodes as its own FrameWindows.
+    both = FrameWindows.concat([train, twins])
+    assert both.n_episodes == 2 * train.n_episodes and len(both.rgb) == len(train.rgb) + len(twins.rgb)
+    picked = both.episodes([1, train.n_episodes + 1])
+    assert torch.equal(picked.rgb[: int(picked.episode_ends[0])], train.rgb[train.episode_starts[1] : train.episode_ends[1]])
+    assert picked.succeeded().tolist() == [bool(train.success[train.episode_starts[1] : train.episode_ends[1]].any())] * 2
+    with pytest.raises(ValueError, match="T \\+ horizon"):
+        imagined_twins(sample, 2, train, horizon=40)
