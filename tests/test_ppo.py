@@ -120,12 +120,27 @@ def test_select_by_real_keeps_the_best_checkpoint(tiny_refinement, tmp_path):
 
     def real_eval(p, it):
         snapshots[it] = parameter_fingerprint(p)
-        return {1: 0.9, 2: 0.1, 3: 0.2}[it]
+        return {0: 0.3, 1: 0.9, 2: 0.1, 3: 0.2}[it]
 
     cfg = PPOConfig(iterations=3, n_envs=2, horizon=2, epochs=1, minibatches=1, eval_every=1, select_by_real=True,
                     bc_coef=0.0, lr=1e-3)
     refined, summary = refine(policy, env, train.rgb, train.action, cfg, tmp_path / "c.csv", real_eval=real_eval)
     assert summary["selected_by_real"] and parameter_fingerprint(refined) == snapshots[1]
+    assert summary["selected_iteration"] == 1 and summary["selected_real_success"] == 0.9
+
+
+def test_select_by_real_returns_bc_when_refinement_never_beats_it(tiny_refinement, tmp_path):
+    train, world_model, classifier, policy = tiny_refinement
+    env = ImaginedEnv(world_model, train, n_envs=2, success_fn=SuccessDetector(classifier, DetectorConfig()))
+    bc_fingerprint = parameter_fingerprint(policy)
+    cfg = PPOConfig(iterations=2, n_envs=2, horizon=2, epochs=1, minibatches=1, eval_every=1, select_by_real=True,
+                    bc_coef=0.0, lr=1e-3)
+    # BC (iteration 0) scores 0.5; the refined checkpoints only tie or do worse: ties keep BC.
+    refined, summary = refine(policy, env, train.rgb, train.action, cfg, tmp_path / "c.csv",
+                              real_eval=lambda p, it: {0: 0.5, 1: 0.5, 2: 0.25}[it])
+    assert parameter_fingerprint(refined) == bc_fingerprint
+    assert summary["selected_iteration"] == 0 and summary["real_success_bc"] == 0.5
+    assert summary["real_evaluations"] == 3
 
 
 def test_clipped_log_prob_puts_the_tail_mass_at_the_bounds():

@@ -155,12 +155,13 @@ def refine(params: Params, task: str) -> dict[str, Any]:
         runs[seed] = (refined, summary)
 
     def validation_score(seed: int) -> float:
-        last = runs[seed][1]["real_success_periodic"]
-        return last[-1][1] if last else float("-inf")
+        score = runs[seed][1]["selected_real_success"]
+        return float("-inf") if score is None else score
 
     candidate = max(params.refine.seeds, key=lambda s: (validation_score(s), -params.refine.seeds.index(s)))
     metrics = {**_meta(params, task), "seeds": [runs[s][1] for s in params.refine.seeds], "candidate_seed": candidate,
-               "candidate_rule": "best last periodic real success (refine.eval_seed episodes), first seed on ties",
+               "candidate_rule": "best periodic real success of the returned policy (refine.eval_seed episodes), "
+                                 "first seed on ties",
                "reward_calibration": json.loads(Path(f"metrics/reward/{task}.json").read_text())["reward_calibration"]}
     with atomic_path(refined_dir(task)) as tmp:
         save_policy(tmp, runs[candidate][0], meta=metrics | {"seed": candidate})

@@ -13,7 +13,8 @@ Guards against exploiting the learned simulator (DESIGN.md §3: plain PPO raised
   updates do not follow advantages of an untrained critic (approx-KL 0.14, clip fraction 0.49 seen);
 - the like-for-like imagined success (deterministic policy, real starts, success anywhere) of the
   BC policy and of the result, next to periodic real evaluations (reported; used for selection
-  only with `select_by_real`).
+  only with `select_by_real`, where the BC policy itself, evaluated on the same real episodes before
+  the first update, is one of the candidates: a seed whose refinement never beats it returns BC).
 Actions are clipped to the bounds before the env sees them; with `action_logprob: clipped` the
 log-probability is that of the clipped action under the Gaussian (the tails' mass at the bounds),
 so the ratio PPO optimises is that of what was executed.
@@ -65,7 +66,7 @@ class PPOConfig:
     uncertainty_quantile: float = 0.9  # reference: this quantile of the BC policy's uncertainty
     eval_every: int = 5  # real-robot evaluation every N iterations (0 = never)
     imagined_eval_episodes: int = 32  # like-for-like imagined evaluation of BC and result (0 = none)
-    select_by_real: bool = False  # keep the checkpoint with the best periodic real success
+    select_by_real: bool = False  # keep the best of BC and the periodic checkpoints by real success
     seed: int = 0
     device: str = "auto"
 
@@ -197,8 +198,9 @@ def refine(
     n, steps, a_dim = config.n_envs, config.horizon, policy.action_dim
     elapsed = (torch.arange(steps, device=device, dtype=torch.float32) / steps)[:, None, None].expand(steps, n, 1)
     rows: list[dict[str, Any]] = []
-    best: tuple[float, dict] | None = None
+    best: tuple[float, dict, int] | None = None
     real_episodes = 0
+    real_bc: float | None = None
     uncertainty_ref: float | None = None
     started = time.perf_counter()
 
@@ -207,6 +209,12 @@ def refine(
 
     eval_n = config.imagined_eval_episodes
     imagined_bc = imagined_success(policy, env, eval_n, steps, config.seed) if eval_n else []
+    if config.select_by_real and real_eval is not None and config.eval_every:
+        # BC is a candidate too; ties keep the earlier (less refined) policy.
+        policy.eval()
+        best = (real_eval(policy, 0), copy.deepcopy(policy.state_dict()), 0)
+        real_episodes += 1
+        real_bc = best[0]
 
     for it in range(1, config.iterations + 1):
         # ---------------- imagined rollout: whole episodes from real starts
@@ -313,7 +321,7 @@ def refine(
             row["real_success"] = real_eval(policy, it)
             real_episodes += 1
             if config.select_by_real and (best is None or row["real_success"] > best[0]):
-                best = (row["real_success"], copy.deepcopy(policy.state_dict()))
+                best = (row["real_success"], copy.deepcopy(policy.state_dict()), it)
         rows.append(row)
 
     if best is not None:
@@ -341,6 +349,11 @@ def refine(
         "real_success_periodic": [(r["iteration"], r["real_success"]) for r in rows if r["real_success"] is not None],
         "real_evaluations": real_episodes,
         "selected_by_real": best is not None,
+        "selected_iteration": best[2] if best is not None else config.iterations,  # 0 = the BC policy
+        "real_success_bc": real_bc,
+        # The real success of the returned policy on the periodic episodes (None without real evaluations).
+        "selected_real_success": best[0] if best is not None else next(
+            (r["real_success"] for r in reversed(rows) if r["real_success"] is not None), None),
         "seconds": time.perf_counter() - started,
     }
     return policy.eval().cpu(), summary
