@@ -1,0 +1,98 @@
+#!/usr/bin/env python
+"""Archive a finished `dvc repro` run into the repository (results/<name>/), for docs/results.md.
+
+    python benchmarks/experiments/archive_run.py RUN_DIR results/cpu \
+        --command "make repro PROFILE=cpu" --wall "35 min 10 s"
+
+Copies what the pipeline wrote (metrics/ as it is, dvc.lock, params.yaml, the refinement curves'
+CSVs, the real | imagined strips) and writes machine.json (processor, cores, memory, date, commit,
+command, wall time) and one PNG of the refinement curves per task (every seed: imagined success
+per iteration, periodic real success as dots). `dvc plots show` renders the same CSVs interactively;
+the PNG exists so a markdown page can show them (Pillow is already a dependency; matplotlib is not).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shutil
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+COLORS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14)]
+
+
+def machine(run: Path, command: str, wall: str) -> dict:
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+                 platform.processor())
+    flags = next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "")
+    mem_kb = next(int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal"))
+    commit = subprocess.run(["git", "-C", str(run), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    return {
+        "processor": model, "cores": os.cpu_count(), "avx512_bf16": "avx512_bf16" in flags,
+        "memory_gib": round(mem_kb / 2**20, 1), "gpu": None, "python": platform.python_version(),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "commit": commit,
+        "command": command, "wall_time": wall,
+    }
+
+
+def curve_png(csvs: list[Path], title: str, out: Path, size=(520, 300), pad=40) -> None:
+    img = Image.new("RGB", size, "white")
+    d = ImageDraw.Draw(img)
+    w, h = size[0] - 2 * pad, size[1] - 2 * pad
+    runs = [list(csv.DictReader(open(p))) for p in csvs]
+    n_iter = max(int(r[-1]["iteration"]) for r in runs)
+
+    def xy(it: float, y: float) -> tuple[float, float]:
+        return pad + w * (it - 1) / max(n_iter - 1, 1), pad + h * (1 - y)
+
+    d.rectangle([pad, pad, pad + w, pad + h], outline="black")
+    for y in (0.25, 0.5, 0.75):
+        d.line([xy(1, y), xy(n_iter, y)], fill=(225, 225, 225))
+        d.text((4, xy(1, y)[1] - 6), f"{y:.2f}", fill="black")
+    d.text((pad, 8), title, fill="black")
+    d.text((pad, pad + h + 8), f"iteration 1..{n_iter}   line: imagined success   dots: real success",
+           fill="black")
+    for k, (path, rows) in enumerate(zip(csvs, runs)):
+        c = COLORS[k % len(COLORS)]
+        d.line([xy(int(r["iteration"]), float(r["imagined_success"])) for r in rows], fill=c, width=2)
+        for r in rows:
+            if r["real_success"] not in ("", None):
+                x, y = xy(int(r["iteration"]), float(r["real_success"]))
+                d.ellipse([x - 4, y - 4, x + 4, y + 4], fill=c)
+        d.text((pad + w - 60, pad + 4 + 12 * k), path.stem, fill=c)
+    img.save(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("run", type=Path)
+    ap.add_argument("dest", type=Path)
+    ap.add_argument("--command", required=True)
+    ap.add_argument("--wall", required=True, help="wall time of the whole run, as measured")
+    a = ap.parse_args()
+    if a.dest.exists():
+        shutil.rmtree(a.dest)
+    shutil.copytree(a.run / "metrics", a.dest / "metrics")
+    for name in ("dvc.lock", "params.yaml"):
+        shutil.copy2(a.run / name, a.dest / name)
+    shutil.copytree(a.run / "plots", a.dest / "plots", ignore=shutil.ignore_patterns("*.html"))
+    (a.dest / "strips").mkdir()
+    for p in sorted((a.run / "reports" / "fidelity").glob("strip_*.png")):
+        shutil.copy2(p, a.dest / "strips" / p.name)
+    for task_dir in sorted((a.run / "plots" / "refine").iterdir()):
+        csvs = sorted(task_dir.glob("seed*.csv"))
+        if csvs:
+            curve_png(csvs, f"refinement, {task_dir.name}", a.dest / f"refine_{task_dir.name}.png")
+    (a.dest / "machine.json").write_text(json.dumps(machine(a.run, a.command, a.wall), indent=1) + "\n")
+    print(f"archived {a.run} -> {a.dest}")
+
+
+if __name__ == "__main__":
+    main()
