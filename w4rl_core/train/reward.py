@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -42,11 +41,9 @@ def classification_metrics(probs: torch.Tensor, w: FrameWindows, threshold: floa
 
 def _episodes(w: FrameWindows, probs: torch.Tensor, kinds: tuple[str, ...] | None = None):
     """Per episode of `w` (optionally of some kinds): (frame probabilities, real episode success)."""
-    out = []
-    for s, e, kind in zip(w.episode_starts, w.episode_ends, w.episode_kind):
-        if kinds is None or kind in kinds:
-            out.append((probs[s:e].numpy(), bool(w.success[s:e].any())))
-    return [p for p, _ in out], np.array([t for _, t in out], dtype=bool)
+    keep = [i for i, kind in enumerate(w.episode_kind) if kinds is None or kind in kinds]
+    bounds = list(zip(w.episode_starts, w.episode_ends))
+    return [probs[bounds[i][0]:bounds[i][1]].numpy() for i in keep], w.succeeded()[keep]
 
 
 def train_classifier(
@@ -82,8 +79,10 @@ def train_classifier(
     train_probs, val_probs = frame_probs(clf, train, device), frame_probs(clf, val, device)
     report: dict[str, Any] = {"curve": curve, "train": classification_metrics(train_probs, train),
                               "val": classification_metrics(val_probs, val)}
-    cal = val if calibrate_on is None else calibrate_on
-    probs, truth = _episodes(cal, frame_probs(clf, cal, device))
+    if calibrate_on is None:
+        probs, truth = _episodes(val, val_probs)
+    else:
+        probs, truth = _episodes(calibrate_on, frame_probs(clf, calibrate_on, device))
     if len(truth) == 0:
         raise ValueError("no held-out episodes to calibrate the success detector on (world_model.val_fraction)")
     detector, grid = calibrate(probs, truth)
