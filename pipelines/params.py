@@ -205,6 +205,10 @@ class RewardParams:
     # Episodes the detector (threshold, persistence) is calibrated on: the held-out episodes' real
     # frames, or their imagined twins (the world model's open-loop replays: what refinement scores).
     calibrate_on: str = "imagined"
+    # Frames the classifier learns from: the training episodes' real frames, or those plus their
+    # imagined twins labelled with what really happened (refinement only ever shows it imagined
+    # frames, which the 32 px world model blurs: the reward has to read them, not only real ones).
+    train_on: str = "real"
     train: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -212,6 +216,8 @@ class RewardParams:
         object.__setattr__(self, "kinds", tuple(self.kinds))
         if self.calibrate_on not in ("real", "imagined"):
             raise ValueError(f"reward.calibrate_on must be real or imagined, not {self.calibrate_on!r}")
+        if self.train_on not in ("real", "real_and_imagined"):
+            raise ValueError(f"reward.train_on must be real or real_and_imagined, not {self.train_on!r}")
         bad = set(self.kinds) - {"expert", "random", "policy"}
         if bad or not self.kinds:
             raise ValueError(f"reward.kinds must be a non-empty subset of expert, random, policy; got {self.kinds}")

@@ -57,6 +57,9 @@ def test_params_errors_name_the_key(tmp_path):
     bad.write_text("colect: {}\n")
     with pytest.raises(ParamsError, match="unknown section"):
         load_params(bad)
+    bad.write_text("reward: {train_on: imagined}\n")
+    with pytest.raises(ParamsError, match="reward.train_on must be real or real_and_imagined"):
+        load_params(bad)
 
 
 def test_collect_cli_rejects_unknown_task(tmp_path):

@@ -82,12 +82,17 @@ def train_reward(params: Params, task: str, progress: bool = False) -> dict[str,
     from w4rl_core.train.supervised import SupervisedConfig
 
     train, val = _windows(params, task, params.reward.kinds)
+    frames = {"real": len(train.rgb), "imagined": 0}
+    if params.reward.train_on == "real_and_imagined":
+        twins = _imagined_twins(params, train)
+        train, frames["imagined"] = FrameWindows.concat([train, twins]), len(twins.rgb)
     calibrate_on = None
     if params.reward.calibrate_on == "imagined":
         calibrate_on = _imagined_twins(params, val)
     clf, report = train_classifier(params.reward_cnn(), SupervisedConfig(**params.reward.train), train, val, progress,
                                    calibrate_on=calibrate_on, balanced=params.reward.balanced)
     metrics = {**_meta(params, task), "kinds": list(params.reward.kinds), "calibrated_on": params.reward.calibrate_on,
+               "trained_on": params.reward.train_on, "train_frames": frames,
                **{k: report[k] for k in ("train", "val", "detector", "reward_calibration", "episode_calibration_all",
                                          "calibration_grid")}}
     save_classifier(reward_dir(task), clf, meta=metrics)
