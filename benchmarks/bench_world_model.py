@@ -7,7 +7,7 @@ imagined frames/s by batch size and sampler steps, and training samples/s.
 
 Imagination variants (each an autoregressive rollout of `--frames` imagined frames per env):
   eager          model.predict, the reference sampler; on CUDA under bf16 autocast with
-                 channels_last weights (the baseline of DESIGN.md §3: 1,835 frames/s on an H100)
+                 channels_last weights (the baseline in docs/design.md#h100: 1,835 frames/s on an H100)
   fast-fp32      FastSampler, float32: conditioning once per frame, constant EDM coefficients
   fast-nhwc      + channels_last
   fast-bf16      + bf16 weights
@@ -62,7 +62,7 @@ TRAIN_VARIANTS = {
     "compiled": AccelConfig(precision="bfloat16", channels_last=True, data_on_device=True, compile=True),
 }
 CUDA_ONLY = {"graphs", "compiled+graphs"}
-# The GPU sizes: the U-Net closest to DESIGN.md §3's eager baseline (64 px, 2.9M params: 1,835
+# The GPU sizes: the U-Net closest to the eager baseline in docs/design.md#h100 (64 px, 2.9M params: 1,835
 # imagined frames/s at batch 1024, 2,017 training samples/s at batch 256). profiles/gpu.yaml's own
 # U-Net: add --channels 64,128,128,256 --layers-per-block 2 (17.9M params).
 GPU_ARGS = dict(image_size=64, channels="32,64,64,128", layers_per_block=1, norm_groups=32,
@@ -141,7 +141,7 @@ def bench_imagination(model: WorldModel, args, device, variants: list[str]) -> l
     rows = []
     t, size = model.config.context_frames, model.config.unet.image_size
     eager_model = model
-    if device.type == "cuda":  # the eager baseline as measured in DESIGN.md §3
+    if device.type == "cuda":  # the eager baseline as measured in docs/design.md#h100
         eager_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
     for steps in (int(s) for s in args.sampler_steps.split(",")):
         sampler = SamplerConfig(steps=steps)

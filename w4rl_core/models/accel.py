@@ -2,7 +2,7 @@
 
 Refinement is bounded by imagined frames per second, and every imagined frame is `steps` U-Net
 passes. At these sizes (64 px, a few M parameters) small convolutions and GroupNorm are memory- and
-launch-bound (DESIGN.md §3: an eager bf16 U-Net on an H100 makes ~1,800 imagined frames/s, a few
+launch-bound (docs/design.md#h100: an eager bf16 U-Net on an H100 makes ~1,800 imagined frames/s, a few
 percent of the GPU). What `FastSampler` changes, and why:
 
 - fewer passes over memory: the action conditioning and the context channels of the U-Net input are

@@ -3,7 +3,7 @@
 Meta-World (and our real-robot evaluation) calls an episode successful if the task is solved at
 any step. A classifier with a small per-frame false-positive rate therefore calls most failed
 episodes successful: 12-19% false positives per frame gave 70-90% "successful" episodes where
-13-17% were (DESIGN.md §5). A `SuccessDetector` declares success only after `persistence`
+13-17% were (docs/design.md#classifier-false-positives). A `SuccessDetector` declares success only after `persistence`
 consecutive frames above `threshold`, both chosen on held-out episodes at the level PPO uses the
 reward: per episode (`calibrate`).
 """

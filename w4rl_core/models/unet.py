@@ -5,7 +5,7 @@ Conditioning vector: the T encoded actions go through an MLP into diffusers' cla
 (``class_embed_type="identity"``), which is added to the noise-level embedding and applied in every
 residual block as FiLM (``resnet_time_scale_shift="scale_shift"``): the adaptive-GroupNorm
 conditioning of DIAMOND, expressed with diffusers' own blocks. (``class_embed_type="projection"``
-is accepted by the constructor but fails in forward in this diffusers version: DESIGN.md §3.)
+is accepted by the constructor but fails in forward in this diffusers version: docs/design.md#diffusers.)
 
 Three departures from diffusers' defaults, each for an EDM reason (docs/results.md has the ablation):
 - noise level: EDM's c_noise = ln(sigma)/4 spans about [-1.6, 0.8]. diffusers' sinusoidal timestep

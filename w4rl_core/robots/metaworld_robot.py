@@ -1,6 +1,6 @@
 """The Meta-World (Sawyer arm, MuJoCo) simulated robot, with fast offscreen rendering on CPU.
 
-Rendering notes measured on the 2-core CPU machine (DESIGN.md §3): default quality costs ~110 ms per
+Rendering notes measured on the 2-core CPU machine (docs/design.md#rendering): default quality costs ~110 ms per
 64 px frame (4096² shadow map, 4x MSAA); with shadow map, MSAA, shadow casting and reflections off it
 is ~12 ms. We switch these off on the *model* (not on the viewer's scene flags): touching the
 gymnasium viewer before its first render left every later env in the same process rendering black

@@ -4,7 +4,7 @@ Rollouts are imagined episodes: each starts where a recorded episode of the task
 rest of a real episode's length, a ~ pi(x), the world model generates the next frame, the frozen,
 calibrated success detector gives the sparse reward. Neither model changes (checked).
 
-Guards against exploiting the learned simulator (DESIGN.md §3: plain PPO raised imagined success
+Guards against exploiting the learned simulator (docs/design.md#exploitation-finding: plain PPO raised imagined success
 0.57 -> 0.94 while real success fell 0.53 -> 0.34):
 - sigma <= e^0 (the policy's log_std_max) and a BC term on expert data anchoring the policy;
 - the world model's own uncertainty (sample vs its mean prediction, ImaginedEnv) above what the BC
