@@ -1,8 +1,8 @@
 """EpisodeStore: robot episodes in one Zarr v3 group, on a local path or S3.
 
-Layout (DESIGN.md §2)::
+Layout (docs/design.md#data-layout)::
 
-    data/rgb      uint8   (N, H, W, 3)  one frame per chunk, many chunks per shard object
+    data/rgb      uint8   (N, H, W, 3)  frames_per_chunk frames per chunk, many chunks per shard object
     data/action   float32 (N, A)
     data/reward   float32 (N,)
     data/success  uint8   (N,)
@@ -12,7 +12,7 @@ Layout (DESIGN.md §2)::
     meta/episode_kind  int8  (E,)  index into attrs["kinds"] (EPISODE_KINDS)
 
 Episodes are concatenated along time. Images are sharded so that a 10,000-frame store is a few dozen
-objects rather than one per frame: DVC and S3 pay ~10 ms per object (DESIGN.md §3).
+objects rather than one per frame: DVC and S3 pay ~10 ms per object (docs/design.md#storage).
 
 Crash safety: ``attrs["complete"]`` is false while an append is in flight and set true, together
 with the new episode index and stats, in the last write. A store left incomplete by a killed run
@@ -83,9 +83,11 @@ class StoreLayout:
         return len(self.action_low)
 
 
-def _blosc() -> BloscCodec:
-    # zstd inside blosc with byte shuffle: the best ratio/speed trade-off we measured for 64 px frames
-    return BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+def _blosc(shuffle: str = "shuffle") -> BloscCodec:
+    # zstd inside blosc: the best ratio/speed trade-off we measured for 64 px frames. Byte shuffle
+    # regroups the bytes of multi-byte values (float32, int64); on uint8 frames it has nothing to
+    # regroup, so they use noshuffle.
+    return BloscCodec(cname="zstd", clevel=3, shuffle=shuffle)
 
 
 class EpisodeStore:
@@ -118,7 +120,7 @@ class EpisodeStore:
             chunks=(layout.frames_per_chunk, h, w, 3),
             shards=(n_shard, h, w, 3),
             dtype="uint8",
-            compressors=_blosc(),
+            compressors=_blosc("noshuffle"),
         )
         # Low-dim arrays are small: one chunk of a shard's worth of frames each.
         for name, dtype, tail in (
