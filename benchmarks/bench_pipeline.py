@@ -8,8 +8,8 @@ to the stage compute it orchestrates.
 Two scratch repositories (pipelines/sandbox.py) with the same profile: in one, plain `dvc repro`
 (cold, then no-op runs); in the other, the real retrain flow (`w4rl flows retrain --no-pull
 --no-push`, an ephemeral Prefect server as a fresh machine has) cold, then again with everything
-up to date. Flow overhead = flow time - repro time - gate/promote/report time (those run in the
-flow only and are timed on their own). The tiny profile makes stage compute small, so the overhead
+up to date. Flow overhead = flow time - repro time - promote/report time (those run in the flow
+only and are timed on their own; the gate is a stage of the repro). The tiny profile makes stage compute small, so the overhead
 share printed is the worst case; the smoke and GPU profiles' stages take minutes to hours.
 Prints one table and appends it, with machine, date and command, to benchmarks/results.md.
 """
@@ -53,7 +53,7 @@ def main() -> None:
         repro_cold = timed(["dvc", "repro"], plain)
         noop = statistics.median(timed(["dvc", "repro"], plain) for _ in range(args.repeats))
         status = statistics.median(timed(["dvc", "status"], plain) for _ in range(args.repeats))
-        after = sum(timed(["w4rl", cmd], plain) for cmd in ("gate", "promote", "report"))
+        after = sum(timed(["w4rl", cmd], plain) for cmd in ("promote", "report"))
         stages = len(subprocess.run(["dvc", "stage", "list", "--name-only"], cwd=plain, env=tool_env(),
                                     capture_output=True, text=True, check=True).stdout.split())
         flow_cmd = ["w4rl", "flows", "retrain", "--repo", ".", "--no-pull", "--no-push"]
@@ -65,9 +65,9 @@ def main() -> None:
         (f"`dvc repro`, cold ({stages} stages, profile {args.profile})", f"{repro_cold:.1f} s"),
         ("`dvc repro`, nothing changed (no-op)", f"{noop:.2f} s (median of {args.repeats})"),
         ("`dvc status`, nothing changed", f"{status:.2f} s"),
-        ("`w4rl gate` + `promote` + `report`", f"{after:.1f} s"),
+        ("`w4rl promote` + `report`", f"{after:.1f} s"),
         ("retrain flow, cold (ephemeral Prefect server)", f"{flow_cold:.1f} s"),
-        ("retrain flow overhead, cold = flow - repro - gate/promote/report",
+        ("retrain flow overhead, cold = flow - repro - promote/report",
          f"{overhead:.1f} s ({100 * overhead / flow_cold:.0f}% of the flow; {overhead / stages:.2f} s per stage)"),
         ("retrain flow, nothing changed", f"{flow_noop:.1f} s (vs {noop + after:.1f} s without Prefect)"),
     ]

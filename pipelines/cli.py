@@ -322,7 +322,7 @@ app.add_typer(registry_app, name="registry")
 
 @app.command()
 def gate(params: ParamsOpt = DEFAULT_PARAMS) -> None:
-    """Apply the promotion rules to the metric files; write the decision record metrics/gate.json."""
+    """The gate stage of dvc.yaml: apply the promotion rules to the metric files, write metrics/gate.json."""
     from pipelines.stages import gate as stage
 
     p = _params(params)
@@ -337,20 +337,20 @@ def gate(params: ParamsOpt = DEFAULT_PARAMS) -> None:
 
 @app.command()
 def promote(params: ParamsOpt = DEFAULT_PARAMS) -> None:
-    """Register the policies the gate passed (immutable records: weights, data and model hashes, commit)."""
+    """Register the policies the gate passed (immutable records: weights, data and model hashes, commit).
+    Refuses without a passing metrics/gate.json that is current for this workspace's dvc.lock."""
     from pipelines.stages import gate as stage
     from w4rl_core.registry.registry import RegistryConflict
 
     p = _params(params)
     try:
         records = stage.promote(p, params)
-    except (FileNotFoundError, RegistryConflict) as err:
-        typer.secho(str(err), fg="red", err=True)
+    except (stage.PromotionRefused, RegistryConflict) as err:
+        typer.secho(f"promotion refused: {err}", fg="red", err=True)
         raise typer.Exit(1) from err
     for r in records:
-        typer.echo(f"{'already promoted' if r.get('already_registered') else 'promoted'} {r['policy_id']}")
-    if not records:
-        typer.echo("nothing promoted (see metrics/gate.json)")
+        tag = f" (git tag {r['gto']})" if r.get("gto") else ""
+        typer.echo(f"{'already promoted' if r.get('already_registered') else 'promoted'} {r['policy_id']}{tag}")
 
 
 def _registry(params: Path):
@@ -427,11 +427,13 @@ def flows_retrain(
     repo: Annotated[Path, typer.Option(help="The checkout to retrain in.")] = Path("."),
     pull_data: Annotated[bool, typer.Option("--pull/--no-pull")] = True,
     push_data: Annotated[bool, typer.Option("--push/--no-push")] = True,
+    branch: Annotated[Optional[str], typer.Option(help="Commit the run's dvc.lock and metrics on this "
+                                                        "branch and push it (none: commit nothing).")] = None,
 ) -> None:
     """Run the retraining flow once, now."""
     from pipelines import flows
 
-    result = flows.retrain(repo=str(repo), pull_data=pull_data, push_data=push_data)
+    result = flows.retrain(repo=str(repo), pull_data=pull_data, push_data=push_data, branch=branch)
     typer.echo(result["promoted"])
 
 

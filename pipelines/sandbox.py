@@ -27,6 +27,7 @@ def make_sandbox(dest: Path, profile: str = "tiny") -> Path:
     for name in ("w4rl_core", "pipelines"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
+    shutil.copy(ROOT / ".gitignore", repo / ".gitignore")  # what the project commits and what it does not
     shutil.copy(PROFILES / f"{profile}.yaml", repo / "params.yaml")
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     subprocess.run(["dvc", "init", "-q"], cwd=repo, check=True, env=tool_env())

@@ -32,6 +32,7 @@ def repo(tmp_path) -> Path:
     return make_tiny_repo(tmp_path)
 
 
+@pytest.mark.timeout(1200)  # the whole life of a tiny project: repro, gate, promote, clone, experiment
 def test_repro_collects_validates_and_second_run_is_a_fast_no_op(repo):
     first = dvc(repo, "repro")
     assert "SMOKE-SCALE" in first.stdout + first.stderr
@@ -47,7 +48,7 @@ def test_repro_collects_validates_and_second_run_is_a_fast_no_op(repo):
     # fidelity at the refinement horizon: a 50-step episode after its T = 4 context frames
     assert fidelity["smoke_scale"] and fidelity["horizon"] == 46 and len(fidelity["model"]["psnr_per_step"]) == 46
     assert {"psnr", "psnr_moving", "ssim"} <= set(fidelity["model"]) and "classifier_agreement" in fidelity
-    assert (repo / "reports/fidelity/strip_0.png").exists()
+    assert (repo / "reports/fidelity/strips/strip_0.png").exists()
     policy = json.loads((repo / "metrics/policy.json").read_text())
     task = policy["per_task"]["door-lock-v3"]
     assert policy["smoke_scale"] and {"bc", "refined", "seeds", "candidate", "uplift", "uplift_ci95",
@@ -61,9 +62,26 @@ def test_repro_collects_validates_and_second_run_is_a_fast_no_op(repo):
     assert set(reward["val"]) >= {"frames"} and {"threshold", "persistence"} == set(reward["detector"])
     assert {"true_success", "classifier_success", "episodes"} <= set(reward["reward_calibration"])
 
-    # gate -> promote -> lineage on the tiny policy: the chain names the dataset hashes of dvc.lock
-    gate = dvc(repo, "gate", tool="w4rl")
-    assert "door-lock-v3: PROMOTE" in gate.stdout and json.loads((repo / "metrics/gate.json").read_text())["promote_any"]
+    assert reward["trained_on"] == "real_and_imagined" and reward["train_frames"]["imagined"] > 0
+
+    # The gate is a stage of the DAG: repro wrote its decision, every rule with value and threshold.
+    assert "door-lock-v3: PROMOTE" in first.stdout
+    decision = json.loads((repo / "metrics/gate.json").read_text())
+    assert decision["promote_any"] and all({"rule", "value", "threshold", "passed"} <= set(r)
+                                           for r in decision["tasks"]["door-lock-v3"]["rules"])
+    # Promotion refuses a stale decision (its inputs changed since the gate ran) and a missing one.
+    policy_json = (repo / "metrics/policy.json").read_text()
+    (repo / "metrics/policy.json").write_text(policy_json.replace('"uplift"', '"uplift_edited"', 1))
+    refused = dvc(repo, "promote", tool="w4rl", check=False)
+    assert refused.returncode == 1 and "stale" in refused.stderr and "gate" in refused.stderr
+    (repo / "metrics/policy.json").write_text(policy_json)
+    gate_json = (repo / "metrics/gate.json").read_text()
+    (repo / "metrics/gate.json").unlink()
+    refused = dvc(repo, "promote", tool="w4rl", check=False)
+    assert refused.returncode == 1 and "missing" in refused.stderr
+    (repo / "metrics/gate.json").write_text(gate_json)
+
+    # promote -> lineage on the tiny policy: the chain names the dataset hashes of dvc.lock
     promoted = dvc(repo, "promote", tool="w4rl").stdout
     policy_id = promoted.split("promoted ")[1].split()[0]
     lineage = dvc(repo, "lineage", policy_id, tool="w4rl").stdout
@@ -84,6 +102,34 @@ def test_repro_collects_validates_and_second_run_is_a_fast_no_op(repo):
     elapsed = time.perf_counter() - start
     assert "Data and pipelines are up to date" in second.stdout
     assert elapsed < 15, f"no-op repro took {elapsed:.1f}s"
+
+    # Metrics, plots and small reports live in git, the data in the DVC remote: a clone lists the
+    # metrics without running anything, and after `dvc pull` nothing is left to reproduce.
+    storage = repo.parent / "dvc-storage"
+    dvc(repo, "remote", "add", "-d", "local", str(storage))
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "run"], cwd=repo, check=True)
+    dvc(repo, "push")
+    clone = repo.parent / "clone"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+    shown = json.loads(dvc(clone, "metrics", "show", "--json").stdout)
+    files = {f for rev in shown.values() for f in rev["data"]}
+    assert {"metrics/fidelity.json", "metrics/policy.json", "metrics/gate.json"} <= files
+    dvc(clone, "pull")
+    assert "Data and pipelines are up to date" in dvc(clone, "status").stdout
+    plots = json.loads(dvc(clone, "plots", "show", "--json").stdout)
+    assert not plots.get("errors"), plots.get("errors")
+    assert "reports/fidelity/strips/strip_0.png" in plots["data"]
+    assert any("fidelity PSNR" in name for name in plots["data"])
+
+    # An experiment with one world-model param changed, in its own temporary workspace (as queued
+    # experiments run): it reproduces from the world model down and `dvc exp show` lists it.
+    dvc(repo, "exp", "run", "--temp", "-n", "wm-steps-4", "-S", "world_model.train.steps=4")
+    head = json.loads(dvc(repo, "exp", "show", "--json").stdout)[1]
+    (exp,) = [rev for e in head["experiments"] for rev in e["revs"] if rev["name"] == "wm-steps-4"]
+    assert exp["error"] is None
+    assert exp["data"]["params"]["params.yaml"]["data"]["world_model"]["train"]["steps"] == 4
+    assert "promote_any" in exp["data"]["metrics"]["metrics/gate.json"]["data"]  # the gate ran in the experiment
 
     # A new task invalidates only that task's collection (and what trains on all data).
     params = yaml.safe_load((repo / "params.yaml").read_text())

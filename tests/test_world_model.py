@@ -119,7 +119,8 @@ def test_fidelity_metrics_report_and_visuals(windows, tmp_path):
     agree = m["classifier_agreement"]
     assert agree["per_task"]["coffee-pull-v3"]["episodes"] == 2 and 0 <= agree["frame"] <= 1
     assert json.loads((tmp_path / "fid.json").read_text())["horizon"] == 8
-    assert {"imagined_vs_real.html", "strip_0.png", "rollout_0.gif"} <= {p.name for p in (tmp_path / "rep").iterdir()}
+    assert {"imagined_vs_real.html", "strips", "rollout_0.gif"} <= {p.name for p in (tmp_path / "rep").iterdir()}
+    assert (tmp_path / "rep" / "strips" / "strip_0.png").exists()
     with pytest.raises(ValueError, match="lower fidelity.horizon"):
         evaluate_fidelity(sample, 2, val, FidelityConfig(horizon=40), tmp_path / "x.json", tmp_path / "x")
 

@@ -84,7 +84,7 @@ def main() -> None:
         shutil.copy2(a.run / name, a.dest / name)
     shutil.copytree(a.run / "plots", a.dest / "plots", ignore=shutil.ignore_patterns("*.html"))
     (a.dest / "strips").mkdir()
-    for p in sorted((a.run / "reports" / "fidelity").glob("strip_*.png")):
+    for p in sorted((a.run / "reports" / "fidelity").rglob("strip_*.png")):
         shutil.copy2(p, a.dest / "strips" / p.name)
     for task_dir in sorted((a.run / "plots" / "refine").iterdir()):
         csvs = sorted(task_dir.glob("seed*.csv"))

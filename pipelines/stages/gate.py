@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,11 @@ import yaml
 from pipelines.params import DEFAULT_PARAMS, Params
 from pipelines.stages.policy import refined_dir
 from w4rl_core.atomic import write_json_atomic
-from w4rl_core.registry.gate import GateRules, decide
+from w4rl_core.registry.gate import GateRules, decide, regression_rule
 from w4rl_core.registry.lineage import git_commit, read_lock, task_lineage
 from w4rl_core.registry.registry import Registry, RegistryConflict
+
+logger = logging.getLogger(__name__)
 
 GATE_RECORD = "metrics/gate.json"
 INPUTS = {"fidelity": "metrics/fidelity.json", "policy": "metrics/policy.json"}
@@ -35,49 +38,105 @@ def promoted_success(record: dict[str, Any]) -> float | None:
     return entry.get("success_rate")
 
 
+GATE_STAGE = "gate"
+
+
+class PromotionRefused(RuntimeError):
+    """Promotion needs a passing gate decision that belongs to the current workspace and dvc.lock."""
+
+
 def gate(params: Params) -> dict[str, Any]:
-    registry = Registry(params.registry.root)
-    promoted = {t: promoted_success(r) for t, r in registry.promoted().items()}
+    """The gate stage: every rule's value, threshold and verdict per task, from the metric files and
+    params alone (what the stage declares in dvc.yaml)."""
     inputs = {name: _read_json(path) for name, path in INPUTS.items()}
-    decision = decide(GateRules(**params.gate), inputs["fidelity"], inputs["policy"], list(params.collect.tasks),
-                      promoted)
+    decision = decide(GateRules(**params.gate), inputs["fidelity"], inputs["policy"], list(params.collect.tasks))
     decision["input_files"] = INPUTS
     write_json_atomic(GATE_RECORD, decision)
     return decision
 
 
+def stale_stages(repo: str | Path = ".") -> dict[str, Any]:
+    """What `dvc status gate` reports for the gate stage and everything upstream of it: empty when
+    metrics/gate.json is the decision for exactly these data, models, params and code."""
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as dvc_repo:
+        return dvc_repo.status(targets=[GATE_STAGE], with_deps=True)
+
+
 def promote(params: Params, params_path: str | Path = DEFAULT_PARAMS) -> list[dict[str, Any]]:
-    """Register every task the gate passed. Never promotes without a passing gate record."""
+    """Register every task the gate passed that does not regress against the task's promoted policy.
+
+    Refuses (PromotionRefused) when metrics/gate.json is missing, stale (the workspace differs from
+    what dvc.lock records for the gate stage or anything upstream), or passes no task."""
     decision = _read_json(GATE_RECORD)
-    if decision is None:
-        raise FileNotFoundError(f"{GATE_RECORD} is missing or malformed: run `w4rl gate` first")
+    if decision is None or not isinstance(decision.get("tasks"), dict):
+        raise PromotionRefused(f"{GATE_RECORD} is missing or malformed: run `dvc repro` (its gate stage) first")
+    stale = stale_stages()
+    if stale:
+        raise PromotionRefused(f"{GATE_RECORD} is stale: `dvc status {GATE_STAGE}` reports changes in "
+                               f"{', '.join(sorted(stale))}; run `dvc repro` first")
     lock = read_lock()
     policy_metrics = _read_json(INPUTS["policy"]) or {}
     fidelity = _read_json(INPUTS["fidelity"]) or {}
     registry = Registry(params.registry.root)
-    records = []
+    promoted = {t: promoted_success(r) for t, r in registry.promoted().items()}
+    rules = GateRules(**params.gate)
+    records, refused = [], {}
     for task, verdict in decision["tasks"].items():
         if not verdict["promote"]:
+            refused[task] = verdict["failed_rules"]
+            continue
+        entry = policy_metrics["per_task"][task]
+        regression = regression_rule(rules, entry, promoted.get(task))
+        if not regression["passed"]:
+            refused[task] = [regression["reason"]]
             continue
         record = {
             "task": task,
             "lineage": task_lineage(lock, task),
             "git": git_commit(),
             "params": yaml.safe_load(Path(params_path).read_text()),
-            "metrics": policy_metrics["per_task"][task],
+            "metrics": entry,
             "fidelity": {k: fidelity.get(k) for k in ("model", "copy_last_frame", "horizon")},
-            "gate": verdict,
+            "gate": {**verdict, "rules": verdict["rules"] + [regression], "promoted_success_before": promoted.get(task)},
             "smoke_scale": params.profile.smoke_scale,
         }
         try:
-            records.append(registry.register(refined_dir(task), record))
+            registered = registry.register(refined_dir(task), record)
+            records.append(registered | {"gto": gto_assign(task, registered["policy_id"])})
         except RegistryConflict:
             # Ids are content hashes: these very weights are registered already (a re-run that
             # changed nothing, e.g. a nightly retrain with no new data). Promotion is idempotent;
             # the existing record stays as it was.
             existing = registry.get(Registry.policy_id(task, refined_dir(task)))
             records.append({**existing, "already_registered": True})
+    if not records:
+        raise PromotionRefused("nothing to promote: " + "; ".join(f"{t}: {', '.join(r)}" for t, r in refused.items()))
     return records
+
+
+def gto_assign(task: str, policy_id: str, repo: str | Path = ".") -> str | None:
+    """The promotion as Git-tag registries see it (GTO, DVC Studio's model registry): a version of
+    `policy-<task>` on the run's commit with stage `prod` assigned, as annotated git tags whose
+    message names the registry id. The registry record stays the immutable source of truth; the
+    tags are only made for a clean, committed tree (the retrain flow's case), since a tag on a
+    commit that does not hold the run's dvc.lock would point at the wrong data. Returns the stage
+    tag's name, or None when no tag was made."""
+    from gto import api
+    from gto.exceptions import GTOException
+
+    commit = git_commit(repo)
+    if commit["commit"] is None or commit["dirty"]:
+        return None
+    name = f"policy-{task}"
+    try:
+        api.assign(repo, name, "prod", ref="HEAD", message=f"w4rl promote {policy_id}",
+                   author="w4rl", author_email="w4rl@localhost")
+    except GTOException as err:  # e.g. this commit's version is already in prod: nothing new to say
+        logger.warning("GTO: %s not assigned to prod: %s", name, err)
+        return None
+    return f"{name}#prod"
 
 
 RUN_REPORT = "reports/run/index.html"

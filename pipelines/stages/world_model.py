@@ -6,6 +6,7 @@ from typing import Any
 
 from pipelines.params import Params
 from pipelines.stages.collect import expected_stores
+from w4rl_core.atomic import write_text_atomic
 from w4rl_core.data.windows import FrameWindows, load_windows
 
 EPISODES_DIR = "data/episodes"
@@ -14,6 +15,7 @@ CHECKPOINT_DIR = "data/checkpoints/world_model"  # resumable state; not a DVC ou
 LOSS_CURVE = "plots/world_model_loss.csv"
 FIDELITY_METRICS = "metrics/fidelity.json"
 FIDELITY_REPORT = "reports/fidelity"
+FIDELITY_CURVE = "plots/fidelity_per_step.csv"  # per imagined step: model vs copy-last (dvc plots)
 
 
 def load_split(params: Params) -> tuple[FrameWindows, FrameWindows]:
@@ -53,6 +55,20 @@ def fidelity(params: Params, device: str | None = None) -> dict[str, Any]:
     extra = {"profile": params.profile.name, "smoke_scale": params.profile.smoke_scale,
              "imagination_path": sampler.label, "sampler": model.config.sampler.__dict__,
              "training": meta.get("training", {})}
-    return evaluate_fidelity(sampler, model.config.context_frames, val_windows,
-                             params.fidelity.config(params.episode_horizon), FIDELITY_METRICS, FIDELITY_REPORT,
-                             dev, detectors=detectors, extra=extra)
+    report = evaluate_fidelity(sampler, model.config.context_frames, val_windows,
+                               params.fidelity.config(params.episode_horizon), FIDELITY_METRICS, FIDELITY_REPORT,
+                               dev, detectors=detectors, extra=extra)
+    write_per_step_curve(report, FIDELITY_CURVE)
+    return report
+
+
+def write_per_step_curve(report: dict[str, Any], path: str) -> None:
+    """The per-step figures of metrics/fidelity.json as one table (step, then model_* and copy_last_*
+    columns), the shape `dvc plots` draws and diffs across commits."""
+    columns = {f"{who}_{metric}": report[key][f"{metric}_per_step"]
+               for who, key in (("model", "model"), ("copy_last", "copy_last_frame"))
+               for metric in ("psnr", "psnr_moving", "ssim")}
+    rows = [",".join(["step", *columns])]
+    for step, values in enumerate(zip(*columns.values()), start=1):
+        rows.append(",".join([str(step), *(f"{v:.4f}" for v in values)]))
+    write_text_atomic(path, "\n".join(rows) + "\n")

@@ -130,6 +130,7 @@ def _write_visuals(real: torch.Tensor, pred: torch.Tensor, n: int, out: Path, ev
     import imageio.v3 as iio
 
     files = []
+    (out / "strips").mkdir(exist_ok=True)  # images only: dvc.yaml declares this folder an image plot
     for i in range(min(n, len(real))):
         r, p = _to_uint8(real[i]), _to_uint8(pred[i])
         pick = list(range(0, len(r), every))
@@ -137,10 +138,10 @@ def _write_visuals(real: torch.Tensor, pred: torch.Tensor, n: int, out: Path, ev
                                 np.concatenate([p[k] for k in pick], axis=1)], axis=0)
         scale = max(1, 128 // r.shape[1])  # upscale tiny frames so a person can see them
         strip = strip.repeat(scale, 0).repeat(scale, 1)
-        iio.imwrite(out / f"strip_{i}.png", strip)
+        iio.imwrite(out / "strips" / f"strip_{i}.png", strip)
         frames = [np.concatenate([a, b], axis=1).repeat(scale, 0).repeat(scale, 1) for a, b in zip(r, p)]
         iio.imwrite(out / f"rollout_{i}.gif", np.stack(frames), duration=150, loop=0)
-        files += [f"strip_{i}.png", f"rollout_{i}.gif"]
+        files += [f"strips/strip_{i}.png", f"rollout_{i}.gif"]
     return files
 
 

@@ -2,7 +2,8 @@
 
 A rule whose input is missing or malformed fails (with the reason): the gate never promotes on
 absent evidence. Rules: world-model fidelity thresholds (shared by every task), refined success at
-least BC success + margin, and no regression against the task's currently promoted policy.
+least BC success + margin; and, at promotion time, no regression against the task's currently
+promoted policy (regression_rule).
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def overall_rules(rules: GateRules, policy: dict[str, Any] | None) -> list[dict[
     return out
 
 
-def task_rules(rules: GateRules, entry: dict[str, Any] | None, promoted: float | None) -> list[dict[str, Any]]:
+def task_rules(rules: GateRules, entry: dict[str, Any] | None) -> list[dict[str, Any]]:
     refined = _number(entry, "candidate", "success_rate")
     n = _number(entry, "refined", "episodes")
     uplift = _number(entry, "uplift")
@@ -112,14 +113,20 @@ def task_rules(rules: GateRules, entry: dict[str, Any] | None, promoted: float |
         low = _number({"v": ci[0]}, "v") if isinstance(ci, list) and ci else None
         out.append(_rule("uplift_ci_low", low, rules.min_uplift_ci_low, low is not None and low >= rules.min_uplift_ci_low,
                          "lower end of the task's uplift 95% interval"))
-    if promoted is None:
-        out.append({"rule": "non_regression", "passed": True, "value": refined, "threshold": None,
-                    "reason": "no policy of this task is promoted yet"})
-    else:
-        floor = promoted - rules.regression_margin
-        out.append(_rule("non_regression", refined, floor, refined is not None and refined >= floor,
-                         f"candidate's success vs promoted {promoted:.4g} - margin"))
     return out
+
+
+def regression_rule(rules: GateRules, entry: dict[str, Any] | None, promoted: float | None) -> dict[str, Any]:
+    """The candidate against the task's currently promoted policy. Checked when promoting, not in
+    the gate stage: the registry is state outside the DVC graph, and a stage must be a function of
+    what it declares."""
+    refined = _number(entry, "candidate", "success_rate")
+    if promoted is None:
+        return {"rule": "non_regression", "passed": True, "value": refined, "threshold": None,
+                "reason": "no policy of this task is promoted yet"}
+    floor = promoted - rules.regression_margin
+    return _rule("non_regression", refined, floor, refined is not None and refined >= floor,
+                 f"candidate's success vs promoted {promoted:.4g} - margin")
 
 
 def decide(
@@ -127,17 +134,19 @@ def decide(
     fidelity: dict[str, Any] | None,
     policy: dict[str, Any] | None,
     tasks: list[str],
-    promoted: dict[str, float],
+    promoted: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """The decision record: inputs, every rule with pass/fail and reason, and a verdict per task."""
+    """The decision record: inputs, every rule with pass/fail and reason, and a verdict per task.
+    With `promoted` (task -> promoted policy's success) the non-regression rule is applied too."""
     shared = fidelity_rules(rules, fidelity) + overall_rules(rules, policy)
     per_task = {}
     for task in tasks:
         entry = policy.get("per_task", {}).get(task) if isinstance(policy, dict) else None
-        checks = shared + task_rules(rules, entry, promoted.get(task))
+        checks = shared + task_rules(rules, entry)
+        if promoted is not None:
+            checks.append(regression_rule(rules, entry, promoted.get(task)))
         failed = [c["rule"] for c in checks if not c["passed"]]
-        per_task[task] = {"promote": not failed, "failed_rules": failed, "rules": checks,
-                          "promoted_success_before": promoted.get(task)}
+        per_task[task] = {"promote": not failed, "failed_rules": failed, "rules": checks}
     return {
         "rules": asdict(rules),
         "inputs_present": {"fidelity": fidelity is not None, "policy": policy is not None},
