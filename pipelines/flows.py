@@ -1,38 +1,57 @@
 """Prefect flows: scheduled retraining over the DVC pipeline.
 
-retrain = pull data -> `dvc repro` stage by stage (in DAG order; DVC's cache decides what actually
-runs, Prefect adds retries, logs and state) -> gate -> promote -> run report -> push. A file lock keeps two
-retraining runs out of one workspace. The deployment (cron schedule, work pool) is in prefect.yaml.
+retrain = pull data -> `dvc repro` stage by stage (DAG order, the gate stage last; DVC's cache decides
+what actually runs; Prefect adds retries, timeouts, live logs and state) -> commit dvc.lock, metrics
+and plots on a branch and push it, push the data with DVC's run cache -> promote when the gate passed
+(so every registry record points at a clean, pushed commit) -> run report -> artifacts (the gate
+decision as a table, the report as markdown).
+
+The deployment (prefect.yaml) pulls the code it runs (git step), sets the worker's environment
+(job_variables) and allows one run at a time (concurrency_limit: a new run is cancelled while one
+is in progress, so two runs never share the worker's checkout).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
+from collections import deque
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import yaml
 from prefect import flow, get_run_logger, task
 
-LOCK = ".w4rl/retrain.lock"
+GATE_RECORD = "metrics/gate.json"  # written by the gate stage of dvc.yaml
+RUN_REPORT = "reports/run/index.html"
 PREFECT_YAML = Path(__file__).resolve().parents[1] / "prefect.yaml"
-
-
-class WorkspaceBusy(RuntimeError):
-    pass
+STAGE_TIMEOUT_S = 6 * 3600  # one DVC stage; the GPU profile's world model is the longest (~1 h)
 
 
 def _run(cmd: list[str], repo: Path) -> str:
-    """Run a pipeline command; its output goes to the Prefect log, a failure fails the task."""
+    """Run a command in the workspace with its output streamed, line by line as it comes, into the
+    Prefect run log; a failure fails the task with the output's tail."""
     logger = get_run_logger()
     logger.info("$ %s", " ".join(cmd))
-    result = subprocess.run(cmd, cwd=repo, capture_output=True, text=True)
-    if result.stdout.strip():
-        logger.info(result.stdout.strip()[-4000:])
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stderr.strip()[-4000:]}")
-    return result.stdout
+    tail: deque[str] = deque(maxlen=200)
+    with subprocess.Popen(cmd, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          bufsize=1) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip()
+            if line:
+                logger.info(line)
+                tail.append(line)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n" + "\n".join(list(tail)[-40:]))
+    return "\n".join(tail)
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
 
 
 def _has_remote(repo: Path) -> bool:
@@ -50,65 +69,102 @@ def stage_order(repo: Path) -> list[str]:
         return [stage.name for stage in reversed(list(nx.topological_sort(graph)))]
 
 
-@task(retries=2, retry_delay_seconds=10)
+@task(retries=2, retry_delay_seconds=10, timeout_seconds=3600)
 def pull(repo: Path) -> None:
     if _has_remote(repo):
         # --allow-missing: a first run has nothing in the remote yet; repro recomputes what is absent.
         _run(["dvc", "pull", "--allow-missing"], repo)
 
 
-@task(retries=1, retry_delay_seconds=5, task_run_name="dvc repro {stage}")
+@task(retries=1, retry_delay_seconds=5, timeout_seconds=STAGE_TIMEOUT_S, task_run_name="dvc repro {stage}")
 def repro(repo: Path, stage: str) -> None:
     _run(["dvc", "repro", "--single-item", stage], repo)
 
 
-@task
-def gate(repo: Path) -> str:
-    return _run(["w4rl", "gate"], repo)
+def _cli(*args: str) -> list[str]:
+    """The project CLI of the workspace being run (python -m pipelines), not an installed copy."""
+    return [sys.executable, "-m", "pipelines", *args]
 
 
-@task
-def promote(repo: Path) -> str:
-    return _run(["w4rl", "promote"], repo)
+@task(retries=2, retry_delay_seconds=10, timeout_seconds=600)
+def commit_run(repo: Path, branch: str) -> str:
+    """Commit what the run changed (dvc.lock, metrics, plots, small reports: everything git tracks)
+    on `branch` and push it to `origin` when there is one. Returns the commit."""
+    _git(repo, "checkout", "-B", branch)
+    _git(repo, "add", "-A")  # the worker's checkout is the run's own: all it changed belongs to the run
+    if _git(repo, "status", "--porcelain"):
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        _git(repo, "-c", "user.name=w4rl retrain", "-c", "user.email=w4rl@localhost",
+             "commit", "-q", "-m", f"retrain {stamp}: dvc.lock and metrics of the run")
+    if "origin" in _git(repo, "remote").split():
+        _run(["git", "push", "-q", "--force-with-lease", "origin", f"HEAD:refs/heads/{branch}"], repo)
+    return _git(repo, "rev-parse", "HEAD")
 
 
-@task
-def report(repo: Path) -> str:
-    return _run(["w4rl", "report"], repo)
+@task(retries=2, retry_delay_seconds=10, timeout_seconds=600)
+def push_tags(repo: Path) -> None:
+    """The GTO tags promotion made (policy-<task>@vX.Y.Z, policy-<task>#prod#N) to origin."""
+    if "origin" in _git(repo, "remote").split():
+        _run(["git", "push", "-q", "origin", "refs/tags/policy-*:refs/tags/policy-*"], repo)
 
 
-@task(retries=2, retry_delay_seconds=10)
+@task(retries=2, retry_delay_seconds=10, timeout_seconds=3600)
 def push(repo: Path) -> None:
     if _has_remote(repo):
-        _run(["dvc", "push"], repo)
+        # --run-cache: another machine that checks out the commit gets the stage runs, not only outputs
+        _run(["dvc", "push", "--run-cache"], repo)
+
+
+@task(timeout_seconds=600)
+def promote(repo: Path) -> str:
+    return _run(_cli("promote"), repo)
+
+
+@task(timeout_seconds=1800)
+def report(repo: Path) -> str:
+    return _run(_cli("report"), repo)
+
+
+def publish_artifacts(decision: dict[str, Any], promoted: str, commit: str | None, repo: Path) -> None:
+    """The gate decision as a table artifact (one row per task and rule), the run summary and report
+    location as a markdown artifact, both on the flow run in the Prefect UI."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    rows = [{"task": t, "rule": r["rule"], "value": r["value"], "threshold": r["threshold"],
+             "passed": r["passed"], "verdict": "PROMOTE" if v["promote"] else "REFUSE"}
+            for t, v in decision["tasks"].items() for r in v["rules"]]
+    create_table_artifact(key="gate-decision", table=rows, description="metrics/gate.json of this run")
+    verdicts = "\n".join(f"- **{t}**: {'PROMOTE' if v['promote'] else 'REFUSE'}"
+                          + (f" (failed: {', '.join(v['failed_rules'])})" if v["failed_rules"] else "")
+                          for t, v in decision["tasks"].items())
+    create_markdown_artifact(
+        key="retrain-report",
+        markdown=f"# Retraining run\n\ncommit `{commit}`\n\n{verdicts}\n\n{promoted}\n\n"
+                 f"Report: `{repo / RUN_REPORT}`\n",
+        description="gate verdicts, promotion and the HTML report of this run")
 
 
 @flow(name="retrain", log_prints=True)
-def retrain(repo: str = ".", pull_data: bool = True, push_data: bool = True) -> dict[str, Any]:
-    """Reproduce the pipeline, gate, promote, push. Refuses to share a workspace with another run."""
-    from filelock import FileLock, Timeout
-
+def retrain(repo: str = ".", pull_data: bool = True, push_data: bool = True,
+            branch: str | None = "retrain") -> dict[str, Any]:
+    """Reproduce the pipeline, commit and push its record, promote what the gate passed, report.
+    With `branch` None nothing is committed (a local trial run)."""
     root = Path(repo).resolve()
-    (root / LOCK).parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(root / LOCK))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout as err:
-        raise WorkspaceBusy(f"another retraining run holds {root / LOCK}") from err
-    try:
-        if pull_data:
-            pull(root)
-        stages = stage_order(root)
-        for stage in stages:
-            repro(root, stage)
-        gate_output = gate(root)
-        promoted = promote(root)
-        report(root)
-        if push_data:
-            push(root)
-    finally:
-        lock.release()
-    return {"stages": stages, "gate": gate_output, "promoted": promoted}
+    if pull_data:
+        pull(root)
+    stages = stage_order(root)
+    for stage in stages:
+        repro(root, stage)
+    decision = json.loads((root / GATE_RECORD).read_text())
+    commit = commit_run(root, branch) if branch else None
+    if push_data:
+        push(root)
+    promoted = promote(root) if decision["promote_any"] else "nothing promoted: the gate refused every task"
+    if branch and decision["promote_any"]:
+        push_tags(root)
+    report(root)
+    publish_artifacts(decision, promoted, commit, root)
+    return {"stages": stages, "gate": decision, "commit": commit, "promoted": promoted}
 
 
 def deployment_spec(path: Path = PREFECT_YAML, name: str = "retrain-nightly") -> dict[str, Any]:
@@ -121,13 +177,18 @@ def deployment_spec(path: Path = PREFECT_YAML, name: str = "retrain-nightly") ->
 
 
 def to_deployment(name: str = "retrain-nightly"):
-    """A RunnerDeployment of `retrain` with prefect.yaml's schedule and parameters."""
+    """A RunnerDeployment of `retrain` with prefect.yaml's schedule, parameters and concurrency limit
+    (job_variables and pull steps apply to work-pool workers, not to `serve`)."""
     from prefect.schedules import Cron
+
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig
 
     spec = deployment_spec(name=name)
     schedules = [Cron(s["cron"], timezone=s.get("timezone", "UTC")) for s in spec.get("schedules", [])]
+    limit = spec.get("concurrency_limit")
     return retrain.to_deployment(name=name, schedules=schedules, parameters=spec.get("parameters", {}),
-                                 description=spec.get("description"))
+                                 description=spec.get("description"),
+                                 concurrency_limit=ConcurrencyLimitConfig(**limit) if limit else None)
 
 
 def serve(name: str = "retrain-nightly") -> None:  # pragma: no cover - long-running
