@@ -117,7 +117,14 @@ def push(repo: Path) -> None:
 
 @task(timeout_seconds=600)
 def promote(repo: Path) -> str:
-    return _run(_cli("promote"), repo)
+    try:
+        return _run(_cli("promote"), repo)
+    except RuntimeError as err:
+        # A refusal (e.g. the candidate regresses against the promoted policy) is an outcome of the
+        # run, not a failure of it; anything else still fails the task.
+        if "promotion refused" in str(err):
+            return str(err).split("\n", 1)[-1]
+        raise
 
 
 @task(timeout_seconds=1800)
