@@ -87,18 +87,22 @@ def _cli(*args: str) -> list[str]:
 
 
 @task(retries=2, retry_delay_seconds=10, timeout_seconds=600)
-def commit_run(repo: Path, branch: str) -> str:
+def commit_run(repo: Path, branch: str) -> dict[str, str | None]:
     """Commit what the run changed (dvc.lock, metrics, plots, small reports: everything git tracks)
-    on `branch` and push it to `origin` when there is one. Returns the commit."""
+    on the local `branch` and push it to origin as `<branch>/<UTC time>`: one branch per run, so
+    no push ever has to rewrite another run's commit and every registry record's commit stays
+    reachable. Returns the commit and the pushed branch (None without an origin)."""
     _git(repo, "checkout", "-B", branch)
     _git(repo, "add", "-A")  # the worker's checkout is the run's own: all it changed belongs to the run
+    stamp = datetime.now(timezone.utc)
     if _git(repo, "status", "--porcelain"):
-        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        _git(repo, "-c", "user.name=w4rl retrain", "-c", "user.email=w4rl@localhost",
-             "commit", "-q", "-m", f"retrain {stamp}: dvc.lock and metrics of the run")
+        _git(repo, "-c", "user.name=w4rl retrain", "-c", "user.email=w4rl@localhost", "commit", "-q", "-m",
+             f"retrain {stamp:%Y-%m-%d %H:%M} UTC: dvc.lock and metrics of the run")
+    pushed = None
     if "origin" in _git(repo, "remote").split():
-        _run(["git", "push", "-q", "--force-with-lease", "origin", f"HEAD:refs/heads/{branch}"], repo)
-    return _git(repo, "rev-parse", "HEAD")
+        pushed = f"{branch}/{stamp:%Y%m%d-%H%M%S}"
+        _run(["git", "push", "-q", "origin", f"HEAD:refs/heads/{pushed}"], repo)
+    return {"commit": _git(repo, "rev-parse", "HEAD"), "branch": pushed}
 
 
 @task(retries=2, retry_delay_seconds=10, timeout_seconds=600)
@@ -153,9 +157,10 @@ def publish_artifacts(decision: dict[str, Any], promoted: str, commit: str | Non
 
 @flow(name="retrain", log_prints=True)
 def retrain(repo: str = ".", pull_data: bool = True, push_data: bool = True,
-            branch: str | None = "retrain") -> dict[str, Any]:
+            branch: str | None = None) -> dict[str, Any]:
     """Reproduce the pipeline, commit and push its record, promote what the gate passed, report.
-    With `branch` None nothing is committed (a local trial run)."""
+    With `branch` None (the default; the deployment sets `retrain`) nothing is committed: a run in
+    a developer's checkout never switches its branch or commits its edits."""
     root = Path(repo).resolve()
     if pull_data:
         pull(root)
@@ -163,15 +168,15 @@ def retrain(repo: str = ".", pull_data: bool = True, push_data: bool = True,
     for stage in stages:
         repro(root, stage)
     decision = json.loads((root / GATE_RECORD).read_text())
-    commit = commit_run(root, branch) if branch else None
+    committed = commit_run(root, branch) if branch else {"commit": None, "branch": None}
     if push_data:
         push(root)
     promoted = promote(root) if decision["promote_any"] else "nothing promoted: the gate refused every task"
     if branch and decision["promote_any"]:
         push_tags(root)
     report(root)
-    publish_artifacts(decision, promoted, commit, root)
-    return {"stages": stages, "gate": decision, "commit": commit, "promoted": promoted}
+    publish_artifacts(decision, promoted, committed["commit"], root)
+    return {"stages": stages, "gate": decision, **committed, "promoted": promoted}
 
 
 def deployment_spec(path: Path = PREFECT_YAML, name: str = "retrain-nightly") -> dict[str, Any]:

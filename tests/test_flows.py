@@ -107,9 +107,11 @@ def test_retrain_flow_end_to_end_on_the_tiny_profile(harness, tiny_repo, monkeyp
     # The loop closes in git: the run's commit, holding dvc.lock and the metrics, is on origin's branch,
     # and the promotion record points at it with a clean tree.
     origin = tiny_repo.parent / "origin.git"
-    pushed = subprocess.run(["git", "rev-parse", "retrain"], cwd=origin, capture_output=True, text=True).stdout.strip()
+    assert result["branch"].startswith("retrain/")
+    pushed = subprocess.run(["git", "rev-parse", result["branch"]], cwd=origin, capture_output=True,
+                            text=True).stdout.strip()
     assert pushed == result["commit"]
-    files = subprocess.run(["git", "ls-tree", "-r", "--name-only", "retrain"], cwd=origin, capture_output=True,
+    files = subprocess.run(["git", "ls-tree", "-r", "--name-only", pushed], cwd=origin, capture_output=True,
                            text=True).stdout.split()
     assert {"dvc.lock", "metrics/gate.json", "metrics/policy.json", "plots/fidelity_per_step.csv"} <= set(files)
     (record,) = [json.loads(p.read_text()) for p in (tiny_repo / "registry/records").iterdir()]
