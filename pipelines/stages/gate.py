@@ -111,8 +111,11 @@ def promote(params: Params, params_path: str | Path = DEFAULT_PARAMS) -> list[di
             # the existing record stays as it was.
             existing = registry.get(Registry.policy_id(task, refined_dir(task)))
             records.append({**existing, "already_registered": True})
+    reasons = "; ".join(f"{t}: {', '.join(r)}" for t, r in refused.items())
     if not records:
-        raise PromotionRefused("nothing to promote: " + "; ".join(f"{t}: {', '.join(r)}" for t, r in refused.items()))
+        raise PromotionRefused(f"nothing to promote: {reasons}")
+    if refused:
+        logger.warning("not promoted: %s", reasons)
     return records
 
 
