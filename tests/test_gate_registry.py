@@ -178,3 +178,32 @@ def test_uplift_interval_rules_need_the_lower_end_above_the_threshold(bc, refine
     if refined - bc < 0.1:
         expected.add("overall_uplift")
     assert set(v["failed_rules"]) == expected
+
+
+def test_promote_refuses_a_candidate_that_regresses_against_the_promoted_policy(tmp_path, monkeypatch):
+    """The non-regression rule is applied at promotion, against the registry as it is then: a gate
+    decision that passed does not promote a candidate worse than the task's promoted policy."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from pipelines.params import load_params
+    from pipelines.stages import gate as stage
+
+    root = Path(__file__).resolve().parents[1]
+    params = load_params(root / "params.yaml")
+    params = replace(params, gate={"min_psnr_mean": 25.0, "regression_margin": 0.02},
+                     collect=replace(params.collect, tasks=(TASK,)))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(stage, "stale_stages", lambda repo=".": {})  # the DVC side is tested end to end
+    Registry("registry").register(_policy_dir(tmp_path, seed=5), {**RECORD, "metrics": {"refined": {"success_rate": 0.9}}})
+    save_policy(Path(stage.refined_dir(TASK)), GaussianPolicy(PolicyConfig((-1.0,) * 4, (1.0,) * 4,
+                                                                           CNNConfig(image_size=16, channels=(8,)))))
+    Path("metrics").mkdir()
+    Path("metrics/fidelity.json").write_text(json.dumps(fidelity(30.0)))
+    Path("metrics/policy.json").write_text(json.dumps(policy(0.1, 0.5)))
+    Path("dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
+    stage.gate(params)
+    assert json.loads(Path(stage.GATE_RECORD).read_text())["tasks"][TASK]["promote"]  # the stage passed it
+    with pytest.raises(stage.PromotionRefused, match=f"{TASK}: .*promoted 0.9"):
+        stage.promote(params, root / "params.yaml")
+    assert len(Registry("registry").records()) == 1
