@@ -15,7 +15,6 @@ it, with machine, date and command, to benchmarks/results.md.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ from w4rl_core.models.policy import CNNConfig, GaussianPolicy, PolicyConfig, Suc
 from w4rl_core.models.success import DetectorConfig, SuccessDetector  # noqa: E402
 from w4rl_core.models.world_model import WorldModel  # noqa: E402
 from w4rl_core.train.ppo import PPOConfig, refine  # noqa: E402
+from w4rl_core.train.tracking import CurveLog  # noqa: E402
 
 # profiles/gpu.yaml's sizes (world model 64 px, 17.9M params; 256 envs x 40 steps).
 GPU_ARGS = dict(image_size=64, channels="64,128,128,256", layers_per_block=2, norm_groups=32, n_envs=256,
@@ -84,12 +84,14 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         # One warm-up iteration (compilation, graph capture, cuDNN autotuning) is run and not counted.
-        refine(policy, env, windows.rgb[:512], windows.action[:512], PPOConfig(**{**cfg.__dict__, "iterations": 1}),
-               Path(tmp) / "warm.csv")
+        refine(policy, env, windows.rgb[:512], windows.action[:512], PPOConfig(**{**cfg.__dict__, "iterations": 1}))
         sampler.seconds = reward.seconds = 0.0
-        refine(policy, env, windows.rgb[:512], windows.action[:512], cfg, Path(tmp) / "curve.csv")
-        with open(Path(tmp) / "curve.csv") as f:
-            rows = list(csv.DictReader(f))
+        refine(policy, env, windows.rgb[:512], windows.action[:512], cfg, log := CurveLog(Path(tmp) / "run", "iteration"))
+        log.finish()
+        curves = Path(tmp) / "run/plots/metrics"
+        columns = {name: [line.split("\t")[1] for line in (curves / f"{name}.tsv").read_text().splitlines()[1:]]
+                   for name in ("imagined_frames_per_s", "update_s")}
+        rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
     n = len(rows)
     frames = args.n_envs * args.horizon
     rollout = sum(frames / float(r["imagined_frames_per_s"]) for r in rows) / n

@@ -135,7 +135,7 @@ def test_training_fast_paths_on_cpu_match_eager(windows, tmp_path):
 
     def run(name, options):
         return train_world_model(mcfg, cfg, train, val, tmp_path / name, tmp_path / f"{name}-ck",
-                                 tmp_path / f"{name}.csv", progress=False, accel=options)
+                                 tmp_path / f"{name}-run", progress=False, accel=options)
 
     eager = run("eager", AccelConfig(precision="float32"))
     nhwc = run("nhwc", AccelConfig(precision="float32", channels_last=True, data_on_device=True))
@@ -179,12 +179,13 @@ def test_compiled_training_matches_eager(windows, tmp_path):
     runs = {}
     for name, compile in (("eager", False), ("compiled", True)):
         runs[name] = train_world_model(mcfg, cfg, train, val, tmp_path / name, tmp_path / f"{name}-ck",
-                                       tmp_path / f"{name}.csv", progress=False,
+                                       tmp_path / f"{name}-run", progress=False,
                                        accel=AccelConfig(precision="float32", compile=compile))
     assert runs["compiled"]["accel"] == "float32+compile"
     # The first loss is computed before any update: float rounding only. Later ones also carry
     # Adam's normalisation of tiny, rounding-level gradient differences: close, not equal.
-    first = [float(open(tmp_path / f"{n}.csv").read().splitlines()[1].split(",")[1]) for n in ("eager", "compiled")]
+    first = [float((tmp_path / f"{n}-run/plots/metrics/loss.tsv").read_text().splitlines()[1].split("\t")[1])
+             for n in ("eager", "compiled")]
     assert first[1] == pytest.approx(first[0], rel=1e-5)
     assert runs["compiled"]["final_loss"] == pytest.approx(runs["eager"]["final_loss"], rel=1e-2)
     eager = load_world_model(tmp_path / "eager")[0].state_dict()

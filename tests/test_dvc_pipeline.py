@@ -43,7 +43,12 @@ def test_repro_collects_validates_and_second_run_is_a_fast_no_op(repo):
     assert metrics["valid"] and metrics["episodes"] == 5 and metrics["frames"] == 250 and metrics["smoke_scale"]
     assert json.loads((repo / "reports/validation.json").read_text())["ok"]
     assert (repo / "data/models/world_model/model.safetensors").exists()
-    assert (repo / "plots/world_model_loss.csv").read_text().count("\n") == 4  # header + 3 rows
+    # DVCLive runs: the world model's curves (3 logged steps) and summary, per-task runs beside it
+    assert (repo / "dvclive/world_model/plots/metrics/loss.tsv").read_text().count("\n") == 4  # header + 3
+    assert json.loads((repo / "dvclive/world_model/metrics.json").read_text())["train_samples_per_s"] > 0
+    assert (repo / "dvclive/bc/door-lock-v3/plots/metrics/loss.tsv").exists()
+    assert (repo / "dvclive/refine/door-lock-v3/plots/metrics/seed0/imagined_success.tsv").exists()
+    assert not list(repo.glob("dvclive/**/*.partial"))
     fidelity = json.loads((repo / "metrics/fidelity.json").read_text())
     # fidelity at the refinement horizon: a 50-step episode after its T = 4 context frames
     assert fidelity["smoke_scale"] and fidelity["horizon"] == 46 and len(fidelity["model"]["psnr_per_step"]) == 46
@@ -58,7 +63,7 @@ def test_repro_collects_validates_and_second_run_is_a_fast_no_op(repo):
     refine_metrics = json.loads((repo / "metrics/refine/door-lock-v3.json").read_text())
     assert refine_metrics["seeds"][0]["real_episodes_used"] == 1 and refine_metrics["candidate_seed"] == 0
     assert (repo / "data/models/refined/door-lock-v3/seeds/seed0/model.safetensors").exists()
-    reward = json.loads((repo / "metrics/reward/door-lock-v3.json").read_text())
+    reward = json.loads((repo / "dvclive/reward/door-lock-v3/metrics.json").read_text())
     assert set(reward["val"]) >= {"frames"} and {"threshold", "persistence"} == set(reward["detector"])
     assert {"true_success", "classifier_success", "episodes"} <= set(reward["reward_calibration"])
 
@@ -114,13 +119,16 @@ def test_repro_collects_validates_and_second_run_is_a_fast_no_op(repo):
     subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
     shown = json.loads(dvc(clone, "metrics", "show", "--json").stdout)
     files = {f for rev in shown.values() for f in rev["data"]}
-    assert {"metrics/fidelity.json", "metrics/policy.json", "metrics/gate.json"} <= files
+    assert {"metrics/fidelity.json", "metrics/policy.json", "metrics/gate.json", "dvclive/world_model/metrics.json",
+            "dvclive/bc/door-lock-v3/metrics.json", "dvclive/refine/door-lock-v3/metrics.json"} <= files
     dvc(clone, "pull")
     assert "Data and pipelines are up to date" in dvc(clone, "status").stdout
     plots = json.loads(dvc(clone, "plots", "show", "--json").stdout)
     assert not plots.get("errors"), plots.get("errors")
     assert "reports/fidelity/strips/strip_0.png" in plots["data"]
     assert any("fidelity PSNR" in name for name in plots["data"])
+    assert "dvclive/refine/door-lock-v3/plots/metrics/seed0/imagined_success.tsv" in plots["data"]
+    assert any("world model loss" in name for name in plots["data"])
 
     # An experiment with one world-model param changed, in its own temporary workspace (as queued
     # experiments run): it reproduces from the world model down and `dvc exp show` lists it.
@@ -130,6 +138,23 @@ def test_repro_collects_validates_and_second_run_is_a_fast_no_op(repo):
     assert exp["error"] is None
     assert exp["data"]["params"]["params.yaml"]["data"]["world_model"]["train"]["steps"] == 4
     assert "promote_any" in exp["data"]["metrics"]["metrics/gate.json"]["data"]  # the gate ran in the experiment
+    assert exp["data"]["metrics"]["dvclive/world_model/metrics.json"]["data"]["step"] == 4
+
+    # Queued experiments, run by DVC's workers two at a time: a gate threshold per experiment (only the
+    # gate stage reruns; everything else is restored from the cache).
+    for name, min_uplift in (("q-strict", 2.0), ("q-loose", -2.0)):
+        dvc(repo, "exp", "run", "--queue", "-n", name, "-S", f"gate.min_uplift={min_uplift}")
+    dvc(repo, "queue", "start", "-j", "2")
+    deadline = time.monotonic() + 300
+    while any(word in dvc(repo, "queue", "status").stdout for word in ("Queued", "Running")):
+        assert time.monotonic() < deadline, dvc(repo, "queue", "status").stdout
+        time.sleep(2)
+    dvc(repo, "queue", "stop", "--kill", check=False)
+    head = json.loads(dvc(repo, "exp", "show", "--json").stdout)[1]
+    queued = {rev["name"]: rev for e in head["experiments"] for rev in e["revs"] if rev["name"] in ("q-strict", "q-loose")}
+    assert set(queued) == {"q-strict", "q-loose"}, dvc(repo, "queue", "status").stdout
+    gate = {name: rev["data"]["metrics"]["metrics/gate.json"]["data"]["promote_any"] for name, rev in queued.items()}
+    assert gate == {"q-strict": False, "q-loose": True}
 
     # A new task invalidates only that task's collection (and what trains on all data).
     params = yaml.safe_load((repo / "params.yaml").read_text())

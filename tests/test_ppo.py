@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -22,6 +24,7 @@ from w4rl_core.train.ppo import (
     parameter_fingerprint,
     refine,
 )
+from w4rl_core.train.tracking import CurveLog
 
 
 def test_gae_matches_a_hand_computation():
@@ -83,16 +86,20 @@ def test_refinement_changes_the_policy_but_never_the_frozen_models(tiny_refineme
     calls = []
     cfg = PPOConfig(iterations=3, n_envs=4, horizon=4, epochs=2, minibatches=2, eval_every=2, bc_batch=8,
                     critic_warmup=2, uncertainty_coef=1.0, imagined_eval_episodes=4)
-    refined, summary = refine(policy, env, train.rgb, train.action, cfg, tmp_path / "curve.csv",
+    log = CurveLog(tmp_path / "curve", step_key="iteration")
+    refined, summary = refine(policy, env, train.rgb, train.action, cfg, log,
                               real_eval=lambda p, it: calls.append(it) or 0.25, frozen=(world_model, classifier))
+    log.finish(summary)
     assert parameter_fingerprint(world_model, classifier) == before
     assert all(p.grad is None for p in world_model.parameters())
     assert parameter_fingerprint(refined) != policy_before
     assert calls == [2, 3]  # every eval_every iterations, and at the end
     assert summary["real_success_periodic"] == [(2, 0.25), (3, 0.25)] and summary["real_evaluations"] == 2
-    header = (tmp_path / "curve.csv").read_text().splitlines()[0].split(",")
+    curves = {p.stem for p in (tmp_path / "curve/plots/metrics").glob("*.tsv")}
     assert {"imagined_success", "real_success", "approx_kl", "clipfrac", "explained_variance",
-            "uncertainty", "uncertainty_penalty", "bc_nll"} <= set(header)
+            "uncertainty", "uncertainty_penalty", "bc_nll"} <= curves
+    assert _curve(tmp_path / "curve", "real_success") == [(2, 0.25), (3, 0.25)]  # logged where measured
+    assert json.loads((tmp_path / "curve/metrics.json").read_text())["seconds"] > 0
     assert summary["uncertainty_reference"] > 0
     assert set(summary["imagined_eval"]) == {"episodes", "bc", "refined"} and summary["imagined_eval"]["episodes"] == 4
 
@@ -110,7 +117,7 @@ def test_refinement_detects_a_changed_frozen_model(tiny_refinement, tmp_path, mo
     monkeypatch.setattr(env, "step", tampering_step)
     cfg = PPOConfig(iterations=1, n_envs=2, horizon=2, epochs=1, minibatches=1, eval_every=0, bc_coef=0.0)
     with pytest.raises(RuntimeError, match="frozen model"):
-        refine(policy, env, train.rgb, train.action, cfg, tmp_path / "c.csv", frozen=(world_model, classifier))
+        refine(policy, env, train.rgb, train.action, cfg, frozen=(world_model, classifier))
 
 
 def test_select_by_real_keeps_the_best_checkpoint(tiny_refinement, tmp_path):
@@ -124,7 +131,7 @@ def test_select_by_real_keeps_the_best_checkpoint(tiny_refinement, tmp_path):
 
     cfg = PPOConfig(iterations=3, n_envs=2, horizon=2, epochs=1, minibatches=1, eval_every=1, select_by_real=True,
                     bc_coef=0.0, lr=1e-3)
-    refined, summary = refine(policy, env, train.rgb, train.action, cfg, tmp_path / "c.csv", real_eval=real_eval)
+    refined, summary = refine(policy, env, train.rgb, train.action, cfg, real_eval=real_eval)
     assert summary["selected_by_real"] and parameter_fingerprint(refined) == snapshots[1]
     assert summary["selected_iteration"] == 1 and summary["selected_real_success"] == 0.9
 
@@ -136,7 +143,7 @@ def test_select_by_real_returns_bc_when_refinement_never_beats_it(tiny_refinemen
     cfg = PPOConfig(iterations=2, n_envs=2, horizon=2, epochs=1, minibatches=1, eval_every=1, select_by_real=True,
                     bc_coef=0.0, lr=1e-3)
     # BC (iteration 0) scores 0.5; the refined checkpoints only tie or do worse: ties keep BC.
-    refined, summary = refine(policy, env, train.rgb, train.action, cfg, tmp_path / "c.csv",
+    refined, summary = refine(policy, env, train.rgb, train.action, cfg,
                               real_eval=lambda p, it: {0: 0.5, 1: 0.5, 2: 0.25}[it])
     assert parameter_fingerprint(refined) == bc_fingerprint
     assert summary["selected_iteration"] == 0 and summary["real_success_bc"] == 0.5
@@ -194,10 +201,9 @@ def test_uncertainty_penalty_lowers_rewards_where_the_model_is_uncertain(tiny_re
     monkeypatch.setattr(env, "step", step)
     cfg = PPOConfig(iterations=2, n_envs=2, horizon=2, epochs=1, minibatches=1, eval_every=0, bc_coef=0.0,
                     uncertainty_coef=2.0, imagined_eval_episodes=0, critic_warmup=0)
-    refine(policy, env, train.rgb, train.action, cfg, tmp_path / "c.csv")
-    rows = (tmp_path / "c.csv").read_text().splitlines()
-    header = rows[0].split(",")
-    penalty = [float(r.split(",")[header.index("uncertainty_penalty")]) for r in rows[1:]]
+    refine(policy, env, train.rgb, train.action, cfg, log := CurveLog(tmp_path / "c", step_key="iteration"))
+    log.finish()
+    penalty = [v for _, v in _curve(tmp_path / "c", "uncertainty_penalty")]
     # iteration 1 sits at the reference (no penalty); iteration 2: env 2 at 4x the reference on both
     # steps: 2.0 * (4 - 1) per step, summed over 2 steps, averaged over 2 envs = 6.0
     assert penalty[0] == pytest.approx(0.0) and penalty[1] == pytest.approx(6.0)
@@ -221,3 +227,9 @@ def test_imagined_success_is_measured_like_real_success(tiny_refinement):
     finally:
         with torch.no_grad():
             bias.copy_(saved)
+
+
+def _curve(run, name: str) -> list[tuple[int, float]]:
+    """A DVCLive curve as (step, value) rows."""
+    lines = (run / "plots/metrics" / f"{name}.tsv").read_text().splitlines()[1:]
+    return [(int(step), float(value)) for step, value in (line.split("\t") for line in lines)]

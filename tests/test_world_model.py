@@ -50,18 +50,27 @@ def _config(**unet):
 def test_overfit_tiny_dataset_loss_falls(windows, tmp_path):
     train, val = windows
     cfg = WorldModelTrainConfig(steps=120, batch_size=16, lr=1e-3, log_every=10, val_every=60, checkpoint_every=1000)
-    summary = train_world_model(_config(), cfg, train, val, tmp_path / "m", tmp_path / "ck", tmp_path / "c.csv",
+    summary = train_world_model(_config(), cfg, train, val, tmp_path / "m", tmp_path / "ck", tmp_path / "c",
                                 progress=False)
     assert summary["final_loss"] < 0.35 * summary["first_loss"], summary
     assert summary["val_loss"] < 0.5
     assert (tmp_path / "m/model.safetensors").exists() and not (tmp_path / "ck").exists()
-    assert (tmp_path / "c.csv").read_text().startswith("step,loss,grad_norm,val_loss")
+    # The DVCLive run: one curve per metric, and the summary with the timings the model leaves out.
+    curves = tmp_path / "c/plots/metrics"
+    assert (curves / "loss.tsv").read_text().startswith("step\tloss\n")
+    assert len((curves / "loss.tsv").read_text().splitlines()) == 1 + 12
+    assert len((curves / "val_loss.tsv").read_text().splitlines()) == 1 + 2  # steps 60 and 120
+    logged = json.loads((tmp_path / "c/metrics.json").read_text())
+    assert logged["step"] == 120 and logged["train_samples_per_s"] > 0
+    _, meta = load_world_model(tmp_path / "m")
+    assert "train_samples_per_s" not in meta["training"] and "resumed_from_step" not in meta["training"]
+    assert not (tmp_path / "c.partial").exists()
 
 
 def test_resume_after_kill_gives_the_uninterrupted_result(windows, tmp_path, monkeypatch):
     train, val = windows
     cfg = WorldModelTrainConfig(steps=20, batch_size=4, log_every=5, val_every=100, checkpoint_every=10)
-    train_world_model(_config(), cfg, train, val, tmp_path / "a", tmp_path / "cka", tmp_path / "a.csv", progress=False)
+    train_world_model(_config(), cfg, train, val, tmp_path / "a", tmp_path / "cka", tmp_path / "a-run", progress=False)
 
     real_loss = trainer.WorldModel.loss
     calls = {"n": 0}
@@ -74,17 +83,22 @@ def test_resume_after_kill_gives_the_uninterrupted_result(windows, tmp_path, mon
 
     monkeypatch.setattr(trainer.WorldModel, "loss", dying_loss)
     with pytest.raises(KeyboardInterrupt):
-        train_world_model(_config(), cfg, train, val, tmp_path / "b", tmp_path / "ckb", tmp_path / "b.csv", progress=False)
-    assert not (tmp_path / "b").exists()  # no half-written model
+        train_world_model(_config(), cfg, train, val, tmp_path / "b", tmp_path / "ckb", tmp_path / "b-run", progress=False)
+    assert not (tmp_path / "b").exists() and not (tmp_path / "b-run").exists()  # no half-written outputs
     monkeypatch.setattr(trainer.WorldModel, "loss", real_loss)
-    summary = train_world_model(_config(), cfg, train, val, tmp_path / "b", tmp_path / "ckb", tmp_path / "b.csv",
+    summary = train_world_model(_config(), cfg, train, val, tmp_path / "b", tmp_path / "ckb", tmp_path / "b-run",
                                 progress=False)
     assert summary["resumed_from_step"] == 10
     a, _ = load_world_model(tmp_path / "a")
     b, _ = load_world_model(tmp_path / "b")
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(pa, pb), name
-    assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
+    # The curves are the uninterrupted run's (replayed from the checkpoint), and so is the model's
+    # metadata: the same files, the same DVC hash.
+    for name in ("loss", "grad_norm", "val_loss"):
+        curve = f"plots/metrics/{name}.tsv"
+        assert (tmp_path / "a-run" / curve).read_text() == (tmp_path / "b-run" / curve).read_text(), name
+    assert (tmp_path / "a/config.json").read_text() == (tmp_path / "b/config.json").read_text()
 
 
 def test_checkpoint_round_trip_is_safetensors_and_json(tmp_path):

@@ -4,17 +4,16 @@
     python benchmarks/experiments/archive_run.py RUN_DIR results/cpu \
         --command "make repro PROFILE=cpu" --wall "35 min 10 s"
 
-Copies what the pipeline wrote (metrics/ as it is, dvc.lock, params.yaml, the refinement curves'
-CSVs, the real | imagined strips) and writes machine.json (processor, cores, memory, date, commit,
+Copies what the pipeline wrote (metrics/ as it is, dvc.lock, params.yaml, plots/, the DVCLive
+training runs under dvclive/, the real | imagined strips) and writes machine.json (processor, cores, memory, date, commit,
 command, wall time) and one PNG of the refinement curves per task (every seed: imagined success
-per iteration, periodic real success as dots). `dvc plots show` renders the same CSVs interactively;
+per iteration, periodic real success as dots). `dvc plots show` renders the same curves interactively;
 the PNG exists so a markdown page can show them (Pillow is already a dependency; matplotlib is not).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -42,12 +41,19 @@ def machine(run: Path, command: str, wall: str) -> dict:
     }
 
 
-def curve_png(csvs: list[Path], title: str, out: Path, size=(520, 300), pad=40) -> None:
+def tsv(path: Path) -> list[tuple[int, float]]:
+    """A DVCLive curve (step, value); missing when the metric was never logged."""
+    if not path.exists():
+        return []
+    return [(int(a), float(b)) for a, b in (line.split("\t") for line in path.read_text().splitlines()[1:])]
+
+
+def curve_png(seeds: list[Path], title: str, out: Path, size=(520, 300), pad=40) -> None:
     img = Image.new("RGB", size, "white")
     d = ImageDraw.Draw(img)
     w, h = size[0] - 2 * pad, size[1] - 2 * pad
-    runs = [list(csv.DictReader(open(p))) for p in csvs]
-    n_iter = max(int(r[-1]["iteration"]) for r in runs)
+    runs = [(tsv(p / "imagined_success.tsv"), tsv(p / "real_success.tsv")) for p in seeds]
+    n_iter = max(imagined[-1][0] for imagined, _ in runs)
 
     def xy(it: float, y: float) -> tuple[float, float]:
         return pad + w * (it - 1) / max(n_iter - 1, 1), pad + h * (1 - y)
@@ -59,14 +65,13 @@ def curve_png(csvs: list[Path], title: str, out: Path, size=(520, 300), pad=40) 
     d.text((pad, 8), title, fill="black")
     d.text((pad, pad + h + 8), f"iteration 1..{n_iter}   line: imagined success   dots: real success",
            fill="black")
-    for k, (path, rows) in enumerate(zip(csvs, runs)):
+    for k, (path, (imagined, real)) in enumerate(zip(seeds, runs)):
         c = COLORS[k % len(COLORS)]
-        d.line([xy(int(r["iteration"]), float(r["imagined_success"])) for r in rows], fill=c, width=2)
-        for r in rows:
-            if r["real_success"] not in ("", None):
-                x, y = xy(int(r["iteration"]), float(r["real_success"]))
-                d.ellipse([x - 4, y - 4, x + 4, y + 4], fill=c)
-        d.text((pad + w - 60, pad + 4 + 12 * k), path.stem, fill=c)
+        d.line([xy(it, v) for it, v in imagined], fill=c, width=2)
+        for it, v in real:
+            x, y = xy(it, v)
+            d.ellipse([x - 4, y - 4, x + 4, y + 4], fill=c)
+        d.text((pad + w - 60, pad + 4 + 12 * k), path.name, fill=c)
     img.save(out)
 
 
@@ -83,13 +88,14 @@ def main() -> None:
     for name in ("dvc.lock", "params.yaml"):
         shutil.copy2(a.run / name, a.dest / name)
     shutil.copytree(a.run / "plots", a.dest / "plots", ignore=shutil.ignore_patterns("*.html"))
+    shutil.copytree(a.run / "dvclive", a.dest / "dvclive")
     (a.dest / "strips").mkdir()
     for p in sorted((a.run / "reports" / "fidelity").rglob("strip_*.png")):
         shutil.copy2(p, a.dest / "strips" / p.name)
-    for task_dir in sorted((a.run / "plots" / "refine").iterdir()):
-        csvs = sorted(task_dir.glob("seed*.csv"))
-        if csvs:
-            curve_png(csvs, f"refinement, {task_dir.name}", a.dest / f"refine_{task_dir.name}.png")
+    for task_dir in sorted((a.run / "dvclive" / "refine").iterdir()):
+        seeds = sorted((task_dir / "plots" / "metrics").glob("seed*"))
+        if seeds:
+            curve_png(seeds, f"refinement, {task_dir.name}", a.dest / f"refine_{task_dir.name}.png")
     (a.dest / "machine.json").write_text(json.dumps(machine(a.run, a.command, a.wall), indent=1) + "\n")
     print(f"archived {a.run} -> {a.dest}")
 

@@ -36,6 +36,24 @@ def seed_dir(task: str, seed: int) -> str:
     return f"{refined_dir(task)}/seeds/seed{seed}"
 
 
+# Training runs (curves + summary in DVCLive's layout; their metrics.json is the stage's metric).
+def bc_run(task: str) -> str:
+    return f"dvclive/bc/{task}"
+
+
+def reward_run(task: str) -> str:
+    return f"dvclive/reward/{task}"
+
+
+def refine_run(task: str) -> str:
+    """One DVCLive directory per task; each seed's curves under plots/metrics/seed<k>/."""
+    return f"dvclive/refine/{task}"
+
+
+def reward_metrics(task: str) -> dict[str, Any]:
+    return json.loads(Path(reward_run(task), "metrics.json").read_text())
+
+
 def _windows(params: Params, task: str, kinds: tuple[str, ...]) -> tuple[FrameWindows, FrameWindows]:
     wm = params.world_model
     stores = [store_path(EPISODES_DIR, task, k) for k in kinds if params.collect.episodes.get(k, 0) > 0]
@@ -63,16 +81,18 @@ def train_bc(params: Params, task: str, progress: bool = False) -> dict[str, Any
     from w4rl_core.models.policy import PolicyConfig, save_policy
     from w4rl_core.train.bc import train_bc as fit_bc
     from w4rl_core.train.supervised import SupervisedConfig
+    from w4rl_core.train.tracking import CurveLog
 
     train, val, demos = _demonstrations(params, task)
     config = PolicyConfig(action_low=train.action_low, action_high=train.action_high, cnn=params.policy_cnn(),
                           log_std_min=params.policy.log_std_min, log_std_max=params.policy.log_std_max)
-    policy, report = fit_bc(config, SupervisedConfig(**params.policy.train), train, val, progress)
+    log = CurveLog(bc_run(task))
+    policy, report = fit_bc(config, SupervisedConfig(**params.policy.train), train, val, progress, log)
     metrics = {**_meta(params, task), "train": report["train"], "val": report["val"],
                "train_frames": report["train_frames"], "val_frames": report["val_frames"],
                "demonstrations": demos, "demonstrations_used": train.n_episodes}
     save_policy(bc_dir(task), policy, meta=metrics)
-    write_json_atomic(f"metrics/bc/{task}.json", metrics)
+    log.finish(metrics)
     return metrics
 
 
@@ -80,6 +100,7 @@ def train_reward(params: Params, task: str, progress: bool = False) -> dict[str,
     from w4rl_core.models.policy import save_classifier
     from w4rl_core.train.reward import train_classifier
     from w4rl_core.train.supervised import SupervisedConfig
+    from w4rl_core.train.tracking import CurveLog
 
     train, val = _windows(params, task, params.reward.kinds)
     frames = {"real": len(train.rgb), "imagined": 0}
@@ -89,14 +110,15 @@ def train_reward(params: Params, task: str, progress: bool = False) -> dict[str,
     calibrate_on = None
     if params.reward.calibrate_on == "imagined":
         calibrate_on = _imagined_twins(params, val)
+    log = CurveLog(reward_run(task))
     clf, report = train_classifier(params.reward_cnn(), SupervisedConfig(**params.reward.train), train, val, progress,
-                                   calibrate_on=calibrate_on, balanced=params.reward.balanced)
+                                   calibrate_on=calibrate_on, balanced=params.reward.balanced, log=log)
     metrics = {**_meta(params, task), "kinds": list(params.reward.kinds), "calibrated_on": params.reward.calibrate_on,
                "trained_on": params.reward.train_on, "train_frames": frames,
                **{k: report[k] for k in ("train", "val", "detector", "reward_calibration", "episode_calibration_all",
                                          "calibration_grid")}}
     save_classifier(reward_dir(task), clf, meta=metrics)
-    write_json_atomic(f"metrics/reward/{task}.json", metrics)
+    log.finish(metrics)
     return metrics
 
 
@@ -128,11 +150,13 @@ def refine(params: Params, task: str) -> dict[str, Any]:
     from w4rl_core.models.success import load_success_detector
     from w4rl_core.models.world_model import load_world_model
     from w4rl_core.train.ppo import refine as run_ppo
+    from w4rl_core.train.tracking import CurveLog, timings_of, without_timings
     from w4rl_core.train.world_model import resolve_device
 
     contexts, _ = _windows(params, task, ("expert", "policy"))
     expert, _, _ = _demonstrations(params, task)
     runs: dict[int, tuple[Any, dict[str, Any]]] = {}
+    log = CurveLog(refine_run(task), step_key="iteration")
     for seed in params.refine.seeds:
         config = params.refine.ppo_config(horizon=params.episode_horizon, seed=seed)
         device = resolve_device(config.device)
@@ -148,13 +172,12 @@ def refine(params: Params, task: str) -> dict[str, Any]:
                 summary = evaluate_policy_in_sim(
                     Path(tmp) / "policy",
                     _eval_config(params, task, params.refine.eval_episodes, params.refine.eval_seed, workers=1),
-                    Path(tmp) / "eval.zarr",
+                    Path(tmp) / "eval.zarr", progress=False,  # a few episodes, often: the PPO bar covers it
                 )
             return summary["success_rate"]
 
-        refined, summary = run_ppo(policy, env, expert.rgb, expert.action, config,
-                                   f"plots/refine/{task}/seed{seed}.csv", real_eval=real_eval,
-                                   frozen=(world_model, detector.classifier))
+        refined, summary = run_ppo(policy, env, expert.rgb, expert.action, config, log.scope(f"seed{seed}"),
+                                   real_eval=real_eval, frozen=(world_model, detector.classifier))
         summary |= {"seed": seed, "imagination_path": env.accel_label, "detector": detector.config.__dict__,
                     "real_episodes_used": summary["real_evaluations"] * params.refine.eval_episodes}
         runs[seed] = (refined, summary)
@@ -164,14 +187,18 @@ def refine(params: Params, task: str) -> dict[str, Any]:
         return float("-inf") if score is None else score
 
     candidate = max(params.refine.seeds, key=lambda s: (validation_score(s), -params.refine.seeds.index(s)))
+    # Timings go to the DVCLive summary; the record and the policies' metadata hold what the run decided.
+    timings = {f"seed{s}": timings_of(runs[s][1]) for s in params.refine.seeds}
+    runs = {s: (refined, without_timings(summary)) for s, (refined, summary) in runs.items()}
     metrics = {**_meta(params, task), "seeds": [runs[s][1] for s in params.refine.seeds], "candidate_seed": candidate,
                "candidate_rule": "best periodic real success of the returned policy (refine.eval_seed episodes), "
                                  "first seed on ties",
-               "reward_calibration": json.loads(Path(f"metrics/reward/{task}.json").read_text())["reward_calibration"]}
+               "reward_calibration": reward_metrics(task)["reward_calibration"]}
     with atomic_path(refined_dir(task)) as tmp:
         save_policy(tmp, runs[candidate][0], meta=metrics | {"seed": candidate})
         for seed in params.refine.seeds:
             save_policy(tmp / "seeds" / f"seed{seed}", runs[seed][0], meta=runs[seed][1])
+    log.finish(timings)
     _warn_calibration(task, metrics)
     write_json_atomic(f"metrics/refine/{task}.json", metrics)
     return metrics

@@ -12,7 +12,7 @@ from w4rl_core.data.windows import FrameWindows, load_windows
 EPISODES_DIR = "data/episodes"
 MODEL_DIR = "data/models/world_model"
 CHECKPOINT_DIR = "data/checkpoints/world_model"  # resumable state; not a DVC output
-LOSS_CURVE = "plots/world_model_loss.csv"
+TRAINING_RUN = "dvclive/world_model"  # DVCLive: loss curves and the run summary (timings included)
 FIDELITY_METRICS = "metrics/fidelity.json"
 FIDELITY_REPORT = "reports/fidelity"
 FIDELITY_CURVE = "plots/fidelity_per_step.csv"  # per imagined step: model vs copy-last (dvc plots)
@@ -34,7 +34,7 @@ def train(params: Params, device: str | None = None, progress: bool = True) -> d
     meta = {"profile": params.profile.name, "smoke_scale": params.profile.smoke_scale,
             "tasks": list(params.collect.tasks)}
     return train_world_model(model_config, train_config, train_windows, val_windows, MODEL_DIR, CHECKPOINT_DIR,
-                             LOSS_CURVE, meta=meta, progress=progress, accel=params.world_model.accel_config())
+                             TRAINING_RUN, meta=meta, progress=progress, accel=params.world_model.accel_config())
 
 
 def fidelity(params: Params, device: str | None = None) -> dict[str, Any]:

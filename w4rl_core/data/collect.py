@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from w4rl_core.atomic import atomic_path
 from w4rl_core.data.episode import EPISODE_KINDS, Episode
 from w4rl_core.data.storage import is_remote
 from w4rl_core.data.store import EpisodeStore, StoreLayout
+from w4rl_core.progress import progress_bar
 from w4rl_core.robots.metaworld_robot import (
     MetaWorldConfig,
     MetaWorldRobot,
@@ -195,13 +195,8 @@ def collect(
         store = EpisodeStore.create(url, layout, source=source, endpoint_url=endpoint_url)
         buffer: list[Episode] = []
         successes = 0
-        for ep in tqdm(
-            _episodes(config, policy_factory),
-            total=config.episodes,
-            desc=f"collect {config.task}/{config.kind}",
-            unit="ep",
-            disable=not progress,
-        ):
+        for ep in progress_bar(_episodes(config, policy_factory), total=config.episodes,
+                               desc=f"collect {config.task}/{config.kind}", unit="ep", enabled=progress):
             buffer.append(ep)
             successes += int(ep.succeeded)
             if sum(map(len, buffer)) >= config.frames_per_shard:  # write whole shards at a time

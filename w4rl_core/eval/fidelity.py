@@ -29,6 +29,7 @@ from torchmetrics.functional.image import structural_similarity_index_measure
 from w4rl_core.atomic import atomic_path, write_json_atomic
 from w4rl_core.data.windows import FrameWindows
 from w4rl_core.models.success import SuccessDetector, episode_success
+from w4rl_core.progress import progress_bar
 
 #: A real frame's pixel "moves" if any channel changes by more than this over the window (8 of 255
 #: grey levels: above rendering noise, below any motion of the arm or an object).
@@ -197,7 +198,7 @@ def fidelity_metrics(
     tasks = [task_of[int(s)] for s in starts]
     gen = torch.Generator(device=device).manual_seed(config.seed)
     preds, reals, lasts = [], [], []
-    for i in range(0, len(starts), config.batch):
+    for i in progress_bar(range(0, len(starts), config.batch), desc=f"fidelity ({len(starts)} episodes)", unit="batch"):
         frames, actions, _ = val.gather(starts[i : i + config.batch], length, device)
         preds.append(rollout(sample, frames, actions, t, config.horizon, gen).cpu())
         reals.append(frames[:, t:].cpu())

@@ -54,6 +54,7 @@ def evaluate_policy_in_sim(
     base: CollectConfig,
     out_store: str | os.PathLike[str],
     deterministic: bool = True,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Roll the policy saved in `policy_dir` for `base.episodes` episodes; returns the success summary.
 
@@ -63,7 +64,7 @@ def evaluate_policy_in_sim(
     episode in index order (for paired comparisons).
     """
     factory = functools.partial(policy_factory, path=str(policy_dir), deterministic=deterministic)
-    collect(base, out_store, policy_factory=factory, progress=False)
+    collect(base, out_store, policy_factory=factory, progress=progress)
     store = EpisodeStore.open(out_store)
     per_episode = [store.episode(i).succeeded for i in range(store.n_episodes)]
     return success_summary(per_episode) | {"per_episode": per_episode}
@@ -77,8 +78,10 @@ def evaluate_on_robot(robot: Any, policy: Any, episodes: int, seed: int, episode
     """
     from w4rl_core.data.collect import episode_seed, rollout
 
+    from w4rl_core.progress import progress_bar
+
     results = []
-    for i in range(episodes):
+    for i in progress_bar(range(episodes), desc=f"evaluate {robot.task}", unit="ep"):
         s = episode_seed(seed, robot.task, "eval", i)
         results.append(rollout(robot, policy, episode_len, s, robot.task, "eval").succeeded)
     return success_summary(results)

@@ -9,6 +9,7 @@ import torch
 from w4rl_core.data.windows import FrameWindows
 from w4rl_core.models.policy import GaussianPolicy, PolicyConfig
 from w4rl_core.train.supervised import SupervisedConfig, fit, random_shift
+from w4rl_core.train.tracking import CurveLog
 from w4rl_core.train.world_model import resolve_device
 
 
@@ -18,7 +19,7 @@ def frames_of(w: FrameWindows, idx: torch.Tensor, device) -> torch.Tensor:
 
 def train_bc(
     policy_config: PolicyConfig, config: SupervisedConfig, train: FrameWindows, val: FrameWindows,
-    progress: bool = False,
+    progress: bool = False, log: CurveLog | None = None,
 ) -> tuple[GaussianPolicy, dict[str, Any]]:
     if len(train.rgb) == 0:
         raise ValueError("BC needs expert frames; the training split is empty")
@@ -31,7 +32,7 @@ def train_bc(
         frames = random_shift(frames_of(train, idx, device), config.augment_shift, gen)
         return policy.nll(frames, train.action[idx].to(device))
 
-    curve = fit(policy, loss_fn, config, "train BC", progress)
+    curve = fit(policy, loss_fn, config, "train BC", progress, log)
 
     @torch.no_grad()
     def evaluate(w: FrameWindows) -> dict[str, float] | None:

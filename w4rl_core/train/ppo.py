@@ -23,10 +23,8 @@ so the ratio PPO optimises is that of what was executed.
 from __future__ import annotations
 
 import copy
-import csv
 import hashlib
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,9 +34,10 @@ import numpy as np
 import torch
 from torch.distributions import Normal
 
-from w4rl_core.atomic import atomic_path
 from w4rl_core.imagine.env import ImaginedEnv
 from w4rl_core.models.policy import CNNHead, GaussianPolicy
+from w4rl_core.progress import progress_bar
+from w4rl_core.train.tracking import CurveLog
 
 ACTION_LOGPROBS = ("clipped", "gaussian")
 
@@ -179,7 +178,7 @@ def refine(
     expert_frames: torch.Tensor,
     expert_actions: torch.Tensor,
     config: PPOConfig,
-    curve_path: str | os.PathLike[str],
+    log: CurveLog | None = None,
     real_eval: Callable[[GaussianPolicy, int], float] | None = None,
     frozen: tuple[torch.nn.Module, ...] = (),
 ) -> tuple[GaussianPolicy, dict[str, Any]]:
@@ -187,6 +186,7 @@ def refine(
 
     `real_eval(policy, iteration)` returns the real success rate (run every `eval_every` iterations).
     `frozen` modules (world model, classifier) are checked to be unchanged at the end.
+    Each iteration's row goes to `log` (DVCLive), which the caller finishes with the summary.
     """
     device = env.device
     torch.manual_seed(config.seed)
@@ -216,6 +216,7 @@ def refine(
         real_episodes += 1
         real_bc = best[0]
 
+    bar = progress_bar(total=config.iterations, desc="refine (PPO in imagination)", unit="it")
     for it in range(1, config.iterations + 1):
         # ---------------- imagined rollout: whole episodes from real starts
         obs_buf = torch.zeros(steps, n, *env.observation_shape, device=device)
@@ -323,18 +324,17 @@ def refine(
             if config.select_by_real and (best is None or row["real_success"] > best[0]):
                 best = (row["real_success"], copy.deepcopy(policy.state_dict()), it)
         rows.append(row)
+        if log is not None:
+            log.log(row)
+        bar.update(1)
+        bar.set_postfix(imagined_success=f"{row['imagined_success']:.2f}", refresh=False)
+    bar.close()
 
     if best is not None:
         policy.load_state_dict(best[1])
     imagined_refined = imagined_success(policy, env, eval_n, steps, config.seed) if eval_n else []
     if parameter_fingerprint(*frozen) != frozen_before:
         raise RuntimeError("a frozen model (world model or classifier) changed during refinement")
-    with atomic_path(curve_path) as tmp:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-
     def rate(xs: list[bool]) -> float | None:
         return float(np.mean(xs)) if xs else None
 

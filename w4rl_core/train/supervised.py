@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
+
+from w4rl_core.progress import progress_bar
+from w4rl_core.train.tracking import CurveLog
 
 
 @dataclass(frozen=True)
@@ -43,12 +45,14 @@ def fit(
     config: SupervisedConfig,
     desc: str,
     progress: bool = False,
+    log: CurveLog | None = None,
 ) -> list[dict[str, float]]:
-    """Run `steps` AdamW steps of `loss_fn(generator)`; returns loss-curve rows."""
+    """Run `steps` AdamW steps of `loss_fn(generator)`; returns loss-curve rows (also logged to `log`,
+    which the caller finishes with its summary)."""
     opt = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     gen = torch.Generator().manual_seed(config.seed)
     rows, running = [], []
-    for step in tqdm(range(1, config.steps + 1), desc=desc, disable=not progress):
+    for step in progress_bar(range(1, config.steps + 1), desc=desc, unit="step", enabled=progress):
         loss = loss_fn(gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -57,5 +61,7 @@ def fit(
         running.append(float(loss.detach()))
         if step % config.log_every == 0 or step == config.steps:
             rows.append({"step": step, "loss": sum(running) / len(running)})
+            if log is not None:
+                log.log(rows[-1])
             running = []
     return rows

@@ -1,11 +1,10 @@
 """Training the world model: AdamW, EMA weights, gradient clipping, the fast paths of
 `w4rl_core.models.accel` (bf16 autocast, channels_last, torch.compile, frames held on the device;
 by default on CUDA only), periodic safetensors checkpoints and resume after a kill, seeded, loss
-curves for DVC plots."""
+curves and the run summary through DVCLive (w4rl_core/train/tracking.py)."""
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -16,13 +15,13 @@ from typing import Any
 
 import torch
 from torch.optim.swa_utils import AveragedModel
-from tqdm import tqdm
 
-from w4rl_core.atomic import atomic_path
 from w4rl_core.data.windows import FrameWindows
 from w4rl_core.models.accel import AccelConfig
 from w4rl_core.models.world_model import WorldModel, WorldModelConfig, save_world_model
+from w4rl_core.progress import progress_bar
 from w4rl_core.train.checkpoint import load_optimizer, load_state, optimizer_tensors, save_state
+from w4rl_core.train.tracking import CurveLog, without_timings
 
 
 @dataclass(frozen=True)
@@ -163,7 +162,7 @@ def train_world_model(
     val: FrameWindows,
     out_dir: str | os.PathLike[str],
     checkpoint_dir: str | os.PathLike[str],
-    curve_path: str | os.PathLike[str],
+    curve_dir: str | os.PathLike[str],
     meta: dict[str, Any] | None = None,
     progress: bool = True,
     accel: AccelConfig | None = None,
@@ -187,6 +186,7 @@ def train_world_model(
         noise_gen.set_state(tensors["rng/noise"])
         step, curve = m["step"], m["curve"]
     start_step = step
+    log = CurveLog(curve_dir, replay=curve)  # a resumed run's curve starts as the checkpoint saved it
 
     def checkpoint() -> None:
         opt_tensors, opt_meta = optimizer_tensors(opt)
@@ -197,7 +197,7 @@ def train_world_model(
                                              "optimizer": opt_meta})
 
     started = time.perf_counter()
-    bar = tqdm(total=config.steps, initial=step, desc="train world model", unit="step", disable=not progress)
+    bar = progress_bar(total=config.steps, initial=step, desc="train world model", unit="step", enabled=progress)
     running = []
     while step < config.steps:
         loss, grad_norm = run.step(train, updates_before=step)
@@ -209,6 +209,7 @@ def train_world_model(
             if step % config.val_every == 0 or step == config.steps:
                 row["val_loss"] = validation_loss(ema.module, val, 2, config.batch_size, device)
             curve.append(row)
+            log.log(row)
             running = []
             bar.set_postfix(loss=f"{row['loss']:.4f}")
         if step % config.checkpoint_every == 0 and step < config.steps:
@@ -231,12 +232,9 @@ def train_world_model(
         "val_episodes": val.n_episodes,
     }
     ema_model = ema.module.to(memory_format=torch.contiguous_format)
-    save_world_model(out_dir, ema_model, meta={**(meta or {}), "training": summary, "train_config": asdict(config)})
-    with atomic_path(curve_path) as tmp:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["step", "loss", "grad_norm", "val_loss"])
-            writer.writeheader()
-            writer.writerows(curve)
+    save_world_model(out_dir, ema_model, meta={**(meta or {}), "training": without_timings(summary),
+                                               "train_config": asdict(config)})
+    log.finish(summary)
     # The final model is in place: the resumable state has served its purpose.
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return summary
