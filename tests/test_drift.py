@@ -35,11 +35,15 @@ def test_drift_detected_between_different_versions_and_not_within_one(tmp_path):
     summary = drift_report([ref.url], [shifted.url], tmp_path / "out")
     assert summary["columns"]["action_abs_mean"]["drift"] is True
     assert summary["columns"]["kind"]["drift"] is True
+    # Verdicts are Evidently's test results, named in the summary.
+    assert summary["columns"]["kind"]["test"].startswith("FAIL")
+    assert summary["dataset_drift"] is (summary["drifted_share"] >= 0.5) and summary["dataset_test"]
     assert (tmp_path / "out/drift.html").stat().st_size > 10_000
     assert json.loads((tmp_path / "out/summary.json").read_text())["current_episodes"] == 12
 
     no_drift = drift_report([ref.url], [same.url], tmp_path / "out2")
-    assert no_drift["drifted_columns"] == 0
+    assert no_drift["drifted_columns"] == 0 and no_drift["dataset_drift"] is False
+    assert all(v["test"].startswith("SUCCESS") for v in no_drift["columns"].values())
 
 
 def test_cli_drift(tmp_path):

@@ -55,6 +55,9 @@ def features_of(paths: list[str], endpoint_url: str | None = None) -> pd.DataFra
 
 
 def _summarize(snapshot_dict: dict[str, Any]) -> dict[str, Any]:
+    """Scores from Evidently's metrics, verdicts from its own tests (`include_tests=True`): a
+    column drifted when its ValueDrift test did not pass, the dataset when its drifted-share test
+    did not; nothing is re-derived from thresholds here."""
     per_column: dict[str, Any] = {}
     count = share = None
     for metric in snapshot_dict["metrics"]:
@@ -62,11 +65,22 @@ def _summarize(snapshot_dict: dict[str, Any]) -> dict[str, Any]:
         if cfg["type"].endswith("DriftedColumnsCount"):
             count, share = float(value["count"]), float(value["share"])
         elif cfg["type"].endswith("ValueDrift"):
-            method, threshold, v = str(cfg["method"]), float(cfg["threshold"]), float(value)
-            # p-value tests drift when p < threshold; distance/divergence methods when d >= threshold.
-            drifted = v < threshold if "p_value" in method else v >= threshold
-            per_column[cfg["column"]] = {"method": method, "value": v, "threshold": threshold, "drift": drifted}
-    return {"drifted_columns": count, "drifted_share": share, "columns": per_column}
+            per_column[cfg["column"]] = {"method": str(cfg["method"]), "value": float(value),
+                                         "threshold": float(cfg["threshold"]), "drift": None, "test": None}
+    dataset: dict[str, Any] = {"drift": None, "test": None}
+    for test in snapshot_dict.get("tests", []):
+        params = test["metric_config"]["params"]
+        status = str(getattr(test["status"], "value", test["status"]))  # an enum in memory, a string in JSON
+        verdict = {"drift": status != "SUCCESS", "test": f"{status}: {test['description']}"}
+        if params["type"].endswith("ValueDrift") and params["column"] in per_column:
+            per_column[params["column"]].update(verdict)
+        elif params["type"].endswith("DriftedColumnsCount"):
+            dataset = verdict
+    missing = sorted(c for c, v in per_column.items() if v["drift"] is None)
+    if missing or dataset["drift"] is None:
+        raise RuntimeError(f"Evidently returned no drift test for {missing or 'the dataset'}")
+    return {"dataset_drift": dataset["drift"], "dataset_test": dataset["test"], "drifted_columns": count,
+            "drifted_share": share, "columns": per_column}
 
 
 def drift_report(
@@ -79,7 +93,7 @@ def drift_report(
     ref, cur = features_of(reference, endpoint_url), features_of(current, endpoint_url)
     numerical = [c for c in ref.columns if c not in CATEGORICAL]
     definition = DataDefinition(numerical_columns=numerical, categorical_columns=list(CATEGORICAL))
-    snapshot = Report([DataDriftPreset()]).run(
+    snapshot = Report([DataDriftPreset()], include_tests=True).run(
         Dataset.from_pandas(cur, data_definition=definition), Dataset.from_pandas(ref, data_definition=definition)
     )
     summary = {
