@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -71,7 +70,7 @@ def collect(
 
         factory = functools.partial(saved_policy, path=policy, deterministic=p.policy.rollout_deterministic)
     try:
-        summary = stage.run(p, task, kind, out, episodes=episodes, policy_factory=factory, progress=sys.stderr.isatty())
+        summary = stage.run(p, task, kind, out, episodes=episodes, policy_factory=factory, progress=True)
     except (ValueError, FileExistsError) as err:
         typer.secho(f"collect: {err}", fg="red", err=True)
         raise typer.Exit(2) from err
@@ -140,6 +139,25 @@ def data_info(
         typer.echo(f"  {key:<32} {e['episodes']:>8} {e['frames']:>8} {e['success_rate']:>8.2f}")
 
 
+@data_app.command("view")
+def data_view(
+    path: Annotated[str, typer.Argument(help="A store (local path or s3:// URL).")],
+    out: Annotated[Path, typer.Option(help="Output directory: index.html, one GIF and frame grid per episode.")],
+    episodes: Annotated[int, typer.Option(min=1, help="How many episodes, from the first.")] = 20,
+) -> None:
+    """An HTML page of a store's episodes: GIFs, frame grids, action and success plots."""
+    from w4rl_core.data.store import StoreFormatError
+    from w4rl_core.data.view import write_view
+
+    try:
+        summary = write_view(path, out, episodes)
+    except (StoreFormatError, FileNotFoundError) as err:
+        typer.secho(str(err), fg="red", err=True)
+        raise typer.Exit(1) from err
+    typer.echo(f"{summary['episodes_shown']} of {summary['episodes']} episodes "
+               f"({summary['successful_shown']} successful shown): {summary['page']}")
+
+
 @data_app.command("drift")
 def data_drift(
     reference: Annotated[str, typer.Argument(help="Reference store or directory of stores.")],
@@ -152,7 +170,9 @@ def data_drift(
     summary = drift_report([reference], [current], out)
     typer.echo(
         f"{summary['drifted_columns']:.0f} of {len(summary['columns'])} features drifted "
-        f"({summary['reference_episodes']} vs {summary['current_episodes']} episodes); report: {out / 'drift.html'}"
+        f"({summary['reference_episodes']} vs {summary['current_episodes']} episodes); dataset drift: "
+        f"{'yes' if summary['dataset_drift'] else 'no'} (Evidently: {summary['dataset_test']}); "
+        f"report: {out / 'drift.html'}"
     )
 
 
@@ -166,7 +186,7 @@ def train_world_model(params: ParamsOpt = DEFAULT_PARAMS, device: DeviceOpt = No
 
     p = _params(params)
     typer.echo(p.profile.banner, err=True)
-    summary = stage.train(p, device, progress=sys.stderr.isatty())
+    summary = stage.train(p, device, progress=True)
     typer.echo(json.dumps(summary))
 
 
@@ -205,7 +225,7 @@ def train_bc(task: TaskOpt, params: ParamsOpt = DEFAULT_PARAMS, device: DeviceOp
     """Behaviour cloning: Gaussian image policy fitted to the task's expert episodes."""
     from pipelines.stages import policy as stage
 
-    typer.echo(json.dumps(stage.train_bc(_policy_params(params, device), task, progress=sys.stderr.isatty())))
+    typer.echo(json.dumps(stage.train_bc(_policy_params(params, device), task, progress=True)))
 
 
 @train_app.command("reward")
@@ -213,7 +233,7 @@ def train_reward(task: TaskOpt, params: ParamsOpt = DEFAULT_PARAMS, device: Devi
     """Success classifier on the task's expert and BC-rollout frames; precision/recall/F1 held out."""
     from pipelines.stages import policy as stage
 
-    typer.echo(json.dumps(stage.train_reward(_policy_params(params, device), task, progress=sys.stderr.isatty())))
+    typer.echo(json.dumps(stage.train_reward(_policy_params(params, device), task, progress=True)))
 
 
 @app.command()
