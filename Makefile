@@ -36,6 +36,7 @@ test-fast: setup
 # On a GPU: bash benchmarks/gpu_job.sh (benchmarks/README.md).
 bench: setup
 	$(BIN)/python benchmarks/bench_data.py
+	$(BIN)/python benchmarks/bench_store_open.py
 	$(BIN)/python benchmarks/bench_world_model.py
 	$(BIN)/python benchmarks/bench_ppo.py
 	$(BIN)/python benchmarks/roofline.py

@@ -19,8 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
     ["benchmarks/bench_ppo.py", "--image-size", "16", "--channels", "16,16", "--n-envs", "2", "--horizon", "2",
      "--minibatches", "1", "--bc-batch", "2", "--iterations", "1", "--no-append"],
     ["benchmarks/roofline.py", "--image-size", "16", "--channels", "16,16", "--norm-groups", "8", "--no-append"],
+    ["benchmarks/bench_store_open.py", "--episodes", "2", "--repeats", "2", "--no-append"],
 ])
 def test_benchmark_runs(args):
     result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert "| benchmark |" in result.stdout  # the table was printed
+    assert "| benchmark |" in result.stdout or "| what |" in result.stdout  # the table was printed

@@ -150,3 +150,43 @@ def test_append_rejects_episode_of_wrong_shape(tiny_store):
     bad.action = np.zeros((9, 3), np.float32)
     with pytest.raises(ValueError, match="action has per-step shape"):
         tiny_store.append([bad])
+
+
+def _counting_open(monkeypatch):
+    """EpisodeStore.open through zarr's LoggingStore: every storage request is counted."""
+    import w4rl_core.data.store as store_module
+
+    opened = []
+    real = store_module.open_zarr_store
+
+    def counting(url, **kwargs):
+        opened.append(zarr.storage.LoggingStore(real(url, **kwargs), log_level="CRITICAL"))
+        return opened[-1]
+
+    monkeypatch.setattr(store_module, "open_zarr_store", counting)
+    return opened
+
+
+def test_readers_open_from_consolidated_metadata_kept_fresh_by_appends(tmp_path, monkeypatch):
+    store = EpisodeStore.create(tmp_path / "s.zarr", tiny_layout())
+    store.append([make_episode(seed=i) for i in range(3)])
+    store.append([make_episode(seed=9, length=7)])  # the consolidated copy follows every append
+    assert store.stale_consolidated() == []
+    opened = _counting_open(monkeypatch)
+    fast = EpisodeStore.open(store.url)
+    fast_gets = opened[-1].counter["get"]
+    slow = EpisodeStore.open(store.url, consolidated=False)
+    slow_gets = opened[-1].counter["get"]
+    # the root (with every node's metadata) + the 3 index chunks, instead of + 4 more metadata objects
+    assert fast_gets == 4 and slow_gets == 8, (fast_gets, slow_gets)
+    assert fast.n_episodes == slow.n_episodes == 4 and fast.n_frames == 3 * 12 + 7
+    np.testing.assert_array_equal(fast.episode(3).rgb, make_episode(seed=9, length=7).rgb)
+
+
+def test_a_store_changed_without_reconsolidating_is_caught(tmp_path):
+    store = EpisodeStore.create(tmp_path / "s.zarr", tiny_layout())
+    store.append([make_episode(seed=i) for i in range(2)])
+    # Another tool appends a reward value through the arrays' own metadata and does not re-consolidate.
+    raw = zarr.open_group(store.url, mode="r+", use_consolidated=False)
+    raw["data/reward"].resize((25,))
+    assert EpisodeStore.open(store.url, consolidated=False).stale_consolidated() == ["data/reward"]

@@ -182,3 +182,13 @@ def test_cli_exit_codes_and_json_report(tiny_store, bad_copy, tmp_path):
     assert "data/action[0] episode 2 step 1" in res.output
     report = json.loads(out.read_text())
     assert report["ok"] is False and report["stores"][0]["issues"][0]["episode"] == 2
+
+
+def test_stale_consolidated_metadata_is_named(bad_copy):
+    def resize_without_reconsolidating(g, s):
+        raw = zarr.open_group(g.store, mode="r+", use_consolidated=False)
+        raw["data/state"].resize((raw["data/state"].shape[0] + 1, raw["data/state"].shape[1]))
+
+    report = validate_store(bad_copy(resize_without_reconsolidating), CONFIG)
+    stale = [i for i in report.issues if i.check == "consolidated"]
+    assert [i.field for i in stale] == ["data/state"] and "re-consolidating" in stale[0].message

@@ -22,6 +22,7 @@ refuses to open, so nothing downstream (nor DVC's cache) consumes half-written d
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -93,10 +94,41 @@ def _blosc(shuffle: str = "shuffle") -> BloscCodec:
 class EpisodeStore:
     """Append-only episode storage with episode-aware reads. Use ``create`` or ``open``."""
 
-    def __init__(self, group: zarr.Group, url: str) -> None:
+    def __init__(self, group: zarr.Group, url: str, store: Any = None) -> None:
         self._root = group
         self.url = url
+        self._store = store
         self._load_index()
+
+    def stale_consolidated(self) -> list[str]:
+        """Nodes whose copy in the root's consolidated metadata differs from their own metadata (a
+        tool changed the store and did not re-consolidate); [] when fresh or not consolidated."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+            consolidated = zarr.open_group(self._store, mode="r", zarr_format=3, use_consolidated=None)
+            copies = consolidated.metadata.consolidated_metadata
+        if copies is None:
+            return []
+        own = zarr.open_group(self._store, mode="r", zarr_format=3, use_consolidated=False)
+        def comparable(meta: Any) -> dict[str, Any]:  # a group's copy carries its own (empty) consolidation
+            return {k: v for k, v in meta.to_dict().items() if k != "consolidated_metadata"}
+
+        actual = {path: comparable(node.metadata) for path, node in own.members(max_depth=None)}
+        copied = {path: comparable(meta) for path, meta in copies.flattened_metadata.items()}
+        return sorted(p for p in actual.keys() | copied.keys() if actual.get(p) != copied.get(p))
+
+    def _consolidate(self) -> None:
+        """Copy every array's metadata into the root zarr.json, so that a reader opens the store with
+        one GET instead of one per group and array (benchmarks/results.md, "store open"). Writers
+        never read it (they open with use_consolidated=False), and each append drops it with its
+        first attribute write and rebuilds it last, so a reader never sees stale array shapes."""
+        if self._store is None or self._store.read_only:
+            return
+        with warnings.catch_warnings():
+            # zarr 3 warns that consolidated metadata is not yet in the v3 spec; zarr-python reads
+            # and writes it, which is all this store needs.
+            warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+            zarr.consolidate_metadata(self._store)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -110,7 +142,7 @@ class EpisodeStore:
     ) -> EpisodeStore:
         """A new empty store at ``url``; fails if something is already there."""
         store = open_zarr_store(url, read_only=False, endpoint_url=endpoint_url)
-        root = zarr.open_group(store, mode="w-", zarr_format=3)
+        root = zarr.open_group(store, mode="w-", zarr_format=3, use_consolidated=False)
         h, w = layout.image_size
         data, meta = root.create_group("data"), root.create_group("meta")
         n_shard = layout.frames_per_shard
@@ -145,18 +177,26 @@ class EpisodeStore:
                 "source": source or {},
             }
         )
-        return cls(root, str(url))
+        created = cls(root, str(url), store)
+        created._consolidate()
+        return created
 
     @classmethod
     def open(
-        cls, url: str | os.PathLike[str], *, mode: str = "r", endpoint_url: str | None = None
+        cls, url: str | os.PathLike[str], *, mode: str = "r", endpoint_url: str | None = None,
+        consolidated: bool = True,
     ) -> EpisodeStore:
-        """Open an existing store for reading (``mode="r"``) or appending (``mode="a"``)."""
+        """Open an existing store for reading (``mode="r"``) or appending (``mode="a"``).
+
+        Readers use the consolidated metadata when the store has it; ``consolidated=False`` reads
+        each node's own metadata (validation does, since it must see the truth, not a copy)."""
         if mode not in ("r", "a"):
             raise ValueError(f"mode must be 'r' or 'a', got {mode!r}")
         store = open_zarr_store(url, read_only=mode == "r", endpoint_url=endpoint_url)
         try:
-            root = zarr.open_group(store, mode="r" if mode == "r" else "r+", zarr_format=3)
+            # Readers use the consolidated metadata when it is there; appenders read each node's own.
+            root = zarr.open_group(store, mode="r" if mode == "r" else "r+", zarr_format=3,
+                                   use_consolidated=None if mode == "r" and consolidated else False)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError) as err:
             raise FileNotFoundError(f"{url}: no Zarr v3 group here (is the path right, or was it `dvc pull`ed?)") from err
         attrs = root.attrs.asdict()
@@ -177,7 +217,7 @@ class EpisodeStore:
                 f"{url}: a write into this store did not finish (attrs.complete is false); "
                 "delete it and re-run the stage that writes it"
             )
-        return cls(root, str(url))
+        return cls(root, str(url), store)
 
     # ------------------------------------------------------------------ index and metadata
     def _load_index(self) -> None:
@@ -290,6 +330,7 @@ class EpisodeStore:
                 stats[key] = merge_stats(stats.get(key), batch_stats(values))
         # The one write that publishes the new episodes.
         self._root.attrs.update({"tasks": tasks, "stats": stats, "complete": True})
+        self._consolidate()
         self._load_index()
 
     @staticmethod

@@ -286,7 +286,7 @@ def validate_store(url: str, config: ValidationConfig, endpoint_url: str | None 
     report = StoreReport(url=str(url))
     limit = config.max_reported_per_check
     try:
-        store = EpisodeStore.open(url, endpoint_url=endpoint_url)
+        store = EpisodeStore.open(url, endpoint_url=endpoint_url, consolidated=False)
     except IncompleteStoreError as err:
         report.add(Issue(str(url), "attrs.complete", "complete", str(err)), limit)
         return report
@@ -296,6 +296,11 @@ def validate_store(url: str, config: ValidationConfig, endpoint_url: str | None 
     except FileNotFoundError as err:
         report.add(Issue(str(url), "store", "exists", str(err)), limit)
         return report
+    for path in store.stale_consolidated():
+        report.add(Issue(str(url), path, "consolidated",
+                         "the consolidated metadata in the root zarr.json disagrees with this node's own "
+                         "(the store was changed without re-consolidating); readers would see the old "
+                         "layout: re-run the stage that writes it, or zarr.consolidate_metadata(store)"), limit)
     if not _check_structure(store, report, limit):
         return report
     report.info = store.info()
