@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -104,12 +105,14 @@ def train_reward(params: Params, task: str, progress: bool = False) -> dict[str,
 
     train, val = _windows(params, task, params.reward.kinds)
     frames = {"real": len(train.rgb), "imagined": 0}
+    uses_world_model = params.reward.train_on == "real_and_imagined" or params.reward.calibrate_on == "imagined"
+    imagine = _imagined_twins(params) if uses_world_model else None  # the world model, loaded once
     if params.reward.train_on == "real_and_imagined":
-        twins = _imagined_twins(params, train)
+        twins = imagine(train)
         train, frames["imagined"] = FrameWindows.concat([train, twins]), len(twins.rgb)
     calibrate_on = None
     if params.reward.calibrate_on == "imagined":
-        calibrate_on = _imagined_twins(params, val)
+        calibrate_on = imagine(val)
     log = CurveLog(reward_run(task))
     clf, report = train_classifier(params.reward_cnn(), SupervisedConfig(**params.reward.train), train, val, progress,
                                    calibrate_on=calibrate_on, balanced=params.reward.balanced, log=log)
@@ -122,9 +125,9 @@ def train_reward(params: Params, task: str, progress: bool = False) -> dict[str,
     return metrics
 
 
-def _imagined_twins(params: Params, episodes: FrameWindows) -> FrameWindows:
-    """The world model's open-loop replays of `episodes` over the refinement horizon, sampled the
-    way refinement samples (w4rl_core/imagine/replay.py)."""
+def _imagined_twins(params: Params) -> Callable[[FrameWindows], FrameWindows]:
+    """episodes -> the world model's open-loop replays of them over the refinement horizon, sampled
+    the way refinement samples (w4rl_core/imagine/replay.py)."""
     from w4rl_core.imagine.replay import imagined_twins
     from w4rl_core.models.accel import FastSampler
     from w4rl_core.models.world_model import load_world_model
@@ -133,7 +136,8 @@ def _imagined_twins(params: Params, episodes: FrameWindows) -> FrameWindows:
     device = resolve_device(params.world_model.train.get("device", "auto"))
     model, _ = load_world_model(MODEL_DIR, device)
     sample = FastSampler(model, model.config.sampler, device, params.world_model.accel_config())
-    return imagined_twins(sample, model.config.context_frames, episodes, params.episode_horizon, device)
+    return lambda episodes: imagined_twins(sample, model.config.context_frames, episodes, params.episode_horizon,
+                                           device)
 
 
 def _eval_config(params: Params, task: str, episodes: int, seed: int, workers: int, first: int = 0) -> CollectConfig:
