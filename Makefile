@@ -10,7 +10,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 export DVC_NO_ANALYTICS ?= 1
 
-.PHONY: setup repro test test-fast bench clean-venv
+.PHONY: setup repro exp test test-fast bench clean-venv
 
 setup: $(STAMP)
 
@@ -25,6 +25,16 @@ ifdef PROFILE
 	cp profiles/$(PROFILE).yaml params.yaml
 endif
 	$(BIN)/dvc repro
+
+# `make exp PROFILE=cpu [EXP_ARGS='-S refine.ppo.lr=3e-5']`: queue a whole profile as a DVC
+# experiment (its params.yaml goes into the queued snapshot; the workspace's params.yaml is put back),
+# then `dvc queue start -j N` runs it and `dvc exp show` compares it.
+exp: setup
+	@test -n "$(PROFILE)" || { echo "usage: make exp PROFILE=<name> [EXP_ARGS='-S key=value ...']" >&2; exit 2; }
+	@test -f profiles/$(PROFILE).yaml || { echo "no profiles/$(PROFILE).yaml" >&2; exit 2; }
+	cp params.yaml .params.yaml.keep && cp profiles/$(PROFILE).yaml params.yaml; \
+	$(BIN)/dvc exp run --queue -n $(PROFILE)-$$(date -u +%Y%m%d-%H%M%S) $(EXP_ARGS); status=$$?; \
+	mv .params.yaml.keep params.yaml; exit $$status
 
 test: setup
 	$(BIN)/pytest
