@@ -211,7 +211,7 @@ def train_world_model(
             curve.append(row)
             log.log(row)
             running = []
-            bar.set_postfix(loss=f"{row['loss']:.4f}")
+            bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)  # refresh=True would bypass the rate limit
         if step % config.checkpoint_every == 0 and step < config.steps:
             checkpoint()
     bar.close()
