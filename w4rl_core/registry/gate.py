@@ -44,6 +44,13 @@ def _number(d: Any, *path: str) -> float | None:
     return float(d)
 
 
+def _section(d: Any, *path: str) -> dict[str, Any]:
+    """d[path...] when it is a dict, else {} (a malformed section has no keys to read)."""
+    for key in path:
+        d = d.get(key) if isinstance(d, dict) else None
+    return d if isinstance(d, dict) else {}
+
+
 def _rule(name: str, value: float | None, threshold: float | None, passed: bool | None, what: str) -> dict:
     if value is None:
         return {"rule": name, "passed": False, "value": None, "threshold": threshold,
@@ -68,7 +75,9 @@ def fidelity_rules(rules: GateRules, fidelity: dict[str, Any] | None) -> list[di
                          "PSNR margin over copying the last frame"))
     if rules.require_beats_copy_last_every_horizon:
         for metric in ("psnr", "psnr_moving"):
-            keys = sorted((fidelity or {}).get("model", {}).get(metric, {}) or {"mean": None})
+            # Every horizon either side reports: one missing on the model's side fails the rule.
+            keys = sorted(set(_section(fidelity, "model", metric)) | set(_section(fidelity, "copy_last_frame", metric))
+                          or {"mean"})
             margins = []
             for key in keys:
                 m, b = _number(fidelity, "model", metric, key), _number(fidelity, "copy_last_frame", metric, key)
