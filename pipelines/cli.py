@@ -50,7 +50,7 @@ def collect(
     task: Annotated[str, typer.Option(help="Meta-World task, e.g. coffee-pull-v3 (or any v3 task).")],
     kind: Annotated[str, typer.Option(help="expert | random | policy")],
     out: Annotated[str, typer.Option(help="Output store: a local path or s3://bucket/prefix.zarr")],
-    episodes: Annotated[Optional[int], typer.Option(help="Override collect.episodes.<kind>.")] = None,
+    episodes: Annotated[Optional[int], typer.Option(min=1, help="Override collect.episodes.<kind>.")] = None,
     policy: Annotated[Optional[str], typer.Option(help="For --kind policy/eval: a saved policy directory.")] = None,
     policy_factory: Annotated[
         Optional[str], typer.Option(help="For --kind policy/eval: 'module:function' building any policy.")

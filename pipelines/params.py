@@ -1,4 +1,10 @@
-"""params.yaml as typed, validated dataclasses: a wrong key or value fails before any work starts."""
+"""params.yaml as typed, validated dataclasses: a wrong key or value fails before any work starts.
+
+Every section and every nested config (world_model.train, refine.ppo, gate, ...) is built through
+`typed`: pydantic checks each field against its annotation (the dataclasses stay plain, in
+w4rl_core too), unknown keys are named with their full path and the keys that are accepted, and
+range checks in the configs' own __post_init__ come back with the path of their section.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import TypeAdapter, ValidationError
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -15,15 +22,32 @@ class ParamsError(ValueError):
     pass
 
 
-def _build(cls: type, section: str, raw: dict[str, Any]) -> Any:
-    known = {f.name for f in fields(cls)}
-    unknown = set(raw) - known
+def typed(cls: type, raw: Any, path: str, **fixed: Any) -> Any:
+    """`cls(**raw, **fixed)` with every field of `raw` type-checked; errors name `path.key`."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path} must be a mapping of keys to values, got {type(raw).__name__} {raw!r}")
+    known = {f.name for f in fields(cls)} - set(fixed)
+    unknown = sorted(set(map(str, raw)) - known)
     if unknown:
-        raise ParamsError(f"params: unknown key(s) in '{section}': {sorted(unknown)}; known: {sorted(known)}")
+        raise ParamsError(f"unknown key(s) {', '.join(f'{path}.{k}' for k in unknown)}; "
+                          f"{path} accepts: {', '.join(sorted(known))}")
     try:
-        return cls(**raw)
-    except (TypeError, ValueError) as err:
-        raise ParamsError(f"params: section '{section}': {err}") from err
+        return TypeAdapter(cls).validate_python({**raw, **fixed})
+    except ValidationError as err:
+        raise ParamsError("; ".join(_explain(e, path) for e in err.errors(include_url=False))) from None
+
+
+def _explain(error: dict[str, Any], path: str) -> str:
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, ParamsError):  # a nested config already named its own path
+        return str(cause)
+    where = ".".join([path, *map(str, error["loc"])])
+    message = error["msg"].removeprefix("Value error, ")
+    if error["loc"]:  # a field's type: say what was given
+        return f"{where}: {message} (got {error['input']!r})"
+    return f"{where}: {message}"
 
 
 @dataclass(frozen=True)
@@ -62,7 +86,8 @@ class CollectParams:
             raise ValueError("collect.episodes counts must be >= 0")
         if self.crop is not None:
             object.__setattr__(self, "crop", tuple(self.crop))
-        self.robot_config(self.tasks[0])  # camera, crop, sizes: fail now, not after collection
+        for task in self.tasks:  # every task name, camera, crop, sizes: fail now, not after collection
+            self.robot_config(task)
 
     def robot_config(self, task: str):
         """The simulated robot every stage observes through (collection, evaluation, the bridge)."""
@@ -115,7 +140,7 @@ class WorldModelParams:
     def accel_config(self):
         from w4rl_core.models.accel import AccelConfig
 
-        return AccelConfig(**self.accel)
+        return typed(AccelConfig, self.accel, "world_model.accel")
 
     def model_config(self, action_low, action_high):
         from w4rl_core.models.edm import EDMConfig
@@ -123,27 +148,25 @@ class WorldModelParams:
         from w4rl_core.models.unet import UNetConfig
         from w4rl_core.models.world_model import WorldModelConfig
 
-        return WorldModelConfig(
-            action_low=tuple(action_low),
-            action_high=tuple(action_high),
-            unet=UNetConfig(
-                image_size=self.image_size,
-                context_frames=self.context_frames,
-                channels=self.channels,
-                layers_per_block=self.layers_per_block,
-                norm_groups=self.norm_groups,
-                context_noise_embedding=self.context_noise_embedding,
-            ),
-            edm=EDMConfig(**self.edm),
-            sampler=SamplerConfig(**self.sampler),
-            action_encoding=self.action_encoding,
-            action_bins=self.action_bins,
-        )
+        try:
+            unet = UNetConfig(image_size=self.image_size, context_frames=self.context_frames, channels=self.channels,
+                              layers_per_block=self.layers_per_block, norm_groups=self.norm_groups,
+                              context_noise_embedding=self.context_noise_embedding)
+            return WorldModelConfig(
+                action_low=tuple(action_low), action_high=tuple(action_high), unet=unet,
+                edm=typed(EDMConfig, self.edm, "world_model.edm"),
+                sampler=typed(SamplerConfig, self.sampler, "world_model.sampler"),
+                action_encoding=self.action_encoding, action_bins=self.action_bins,
+            )
+        except ParamsError:
+            raise
+        except (TypeError, ValueError) as err:  # the U-Net's and the model's own checks
+            raise ParamsError(f"world_model: {err}") from None
 
     def train_config(self):
         from w4rl_core.train.world_model import WorldModelTrainConfig
 
-        return WorldModelTrainConfig(**self.train)
+        return typed(WorldModelTrainConfig, self.train, "world_model.train")
 
 
 @dataclass(frozen=True)
@@ -158,7 +181,8 @@ class FidelityParams:
     def config(self, horizon: int):
         from w4rl_core.eval.fidelity import FidelityConfig
 
-        return FidelityConfig(horizon=horizon, episodes=self.episodes, strips=self.strips, seed=self.seed)
+        return typed(FidelityConfig, {"episodes": self.episodes, "strips": self.strips, "seed": self.seed}, "fidelity",
+                     horizon=horizon)
 
     def __post_init__(self) -> None:
         self.config(horizon=1)
@@ -170,10 +194,10 @@ def _cnn(channels, hidden, image_size):
     return CNNConfig(image_size=image_size, channels=tuple(channels), hidden=hidden)
 
 
-def _supervised(d: dict[str, Any]):
+def _supervised(d: dict[str, Any], path: str):
     from w4rl_core.train.supervised import SupervisedConfig
 
-    return SupervisedConfig(**d)
+    return typed(SupervisedConfig, d, path)
 
 
 @dataclass(frozen=True)
@@ -190,7 +214,7 @@ class PolicyParams:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(self.channels))
-        _supervised(self.train)
+        _supervised(self.train, "policy.train")
 
 
 @dataclass(frozen=True)
@@ -221,7 +245,7 @@ class RewardParams:
         bad = set(self.kinds) - {"expert", "random", "policy"}
         if bad or not self.kinds:
             raise ValueError(f"reward.kinds must be a non-empty subset of expert, random, policy; got {self.kinds}")
-        _supervised(self.train)
+        _supervised(self.train, "reward.train")
 
 
 @dataclass(frozen=True)
@@ -248,7 +272,7 @@ class RefineParams:
     def ppo_config(self, horizon: int, seed: int):
         from w4rl_core.train.ppo import PPOConfig
 
-        return PPOConfig(**self.ppo, horizon=horizon, seed=seed)
+        return typed(PPOConfig, self.ppo, "refine.ppo", horizon=horizon, seed=seed)
 
 
 @dataclass(frozen=True)
@@ -282,10 +306,7 @@ class Params:
     def __post_init__(self) -> None:
         from w4rl_core.registry.gate import GateRules
 
-        try:
-            GateRules(**self.gate)  # unknown or invalid rule keys fail at load time
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"section 'gate': {err}") from err
+        typed(GateRules, self.gate, "gate")  # unknown or invalid rule keys fail at load time
         if self.episode_horizon < 1:
             raise ValueError(f"collect.episode_len ({self.collect.episode_len}) must exceed "
                              f"world_model.context_frames ({self.world_model.context_frames})")
@@ -321,12 +342,19 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"{path}: no such params file (run from the repository root)")
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
     unknown = set(raw) - set(_SECTIONS) - {"gate"}
     if unknown:
         raise ParamsError(f"{path}: unknown section(s) {sorted(unknown)}; known: {sorted(_SECTIONS) + ['gate']}")
     try:
-        return Params(**{name: _build(cls, name, raw.get(name) or {}) for name, cls in _SECTIONS.items()},
+        return Params(**{name: typed(cls, raw.get(name), name) for name, cls in _SECTIONS.items()},
                       gate=raw.get("gate") or {})
-    except (TypeError, ValueError) as err:
-        raise ParamsError(f"{path}: {err}") from err
+    except ParamsError as err:
+        raise ParamsError(f"{path}: {err}") from None
+    except (TypeError, ValueError) as err:  # Params' own cross-section checks
+        raise ParamsError(f"{path}: {err}") from None

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import make_episode, tiny_layout
-from pipelines.params import ParamsError, WorldModelParams, _build
+from pipelines.params import ParamsError, WorldModelParams, typed
 from w4rl_core.data.store import EpisodeStore
 from w4rl_core.data.windows import load_windows
 from w4rl_core.imagine.env import ImaginedEnv
@@ -103,8 +103,8 @@ def test_accel_config_resolves_auto_per_device_and_rejects_bad_values(native, mo
         AccelConfig(channels_last="yes")
     with pytest.raises(ValueError, match="reduce-overhead"):
         AccelConfig(compile=True, compile_mode="reduce-overhead", cuda_graphs=True)
-    with pytest.raises(ParamsError, match="world_model"):
-        _build(WorldModelParams, "world_model", {"accel": {"precison": "bfloat16"}})
+    with pytest.raises(ParamsError, match=r"world_model.accel.precison; world_model.accel accepts: .*precision"):
+        typed(WorldModelParams, {"accel": {"precison": "bfloat16"}}, "world_model")
 
 
 @pytest.fixture(scope="module")

@@ -49,7 +49,7 @@ def test_gpu_profile_is_the_paper_recipe():
 def test_params_errors_name_the_key(tmp_path):
     bad = tmp_path / "p.yaml"
     bad.write_text("collect:\n  taks: [soccer-v3]\n")
-    with pytest.raises(ParamsError, match="unknown key.*'collect'.*taks"):
+    with pytest.raises(ParamsError, match=r"unknown key\(s\) collect.taks; collect accepts: .*tasks"):
         load_params(bad)
     bad.write_text("collect:\n  episodes: {human: 3}\n")
     with pytest.raises(ParamsError, match="unknown kinds"):

@@ -1,0 +1,102 @@
+"""Bad params are rejected before any work starts, naming the key path and what is accepted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from pipelines.cli import app
+from pipelines.params import ParamsError, load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _with(tmp_path: Path, path: str, value) -> Path:
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    *parents, last = path.split(".")
+    node = raw
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[last] = value
+    out = tmp_path / "params.yaml"
+    out.write_text(yaml.safe_dump(raw))
+    return out
+
+
+CASES = [
+    # (key path, bad value, words the error must contain)
+    ("world_model.train.stpes", 10, ["world_model.train.stpes", "accepts:", "steps"]),  # a typo
+    ("collect.epsiode_len", 50, ["collect.epsiode_len", "collect accepts:", "episode_len"]),
+    ("world_model.train.steps", "many", ["world_model.train.steps", "valid integer", "'many'"]),
+    ("world_model.train.steps", -5, ["world_model.train", "steps"]),
+    ("world_model.train.lr", "fast", ["world_model.train.lr", "valid number"]),
+    ("collect.episode_len", 4, ["episode_len", "context_frames"]),  # horizon 0
+    ("world_model.image_size", 30, ["world_model", "image_size 30", "divisible"]),
+    ("collect.tasks", ["coffee-pull-v3", "teleport-v3"], ["unknown Meta-World task 'teleport-v3'", "door-lock-v3"]),
+    ("world_model.action_bins", 1, ["world_model", "bins"]),
+    ("world_model.channels", [32, "wide"], ["world_model.channels.1", "valid integer"]),
+    ("refine.ppo.clip_coef", "tight", ["refine.ppo.clip_coef", "valid number"]),
+    ("refine.ppo.horizon", 10, ["refine.ppo.horizon", "set by the pipeline"]),
+    ("refine.seeds", [0, 0], ["refine.seeds", "distinct"]),
+    ("reward.calibrate_on", "dreams", ["reward.calibrate_on", "real or imagined"]),
+    ("policy.train.batch_size", 0, ["policy.train", "batch_size"]),
+    ("gate.min_uplfit", 0.1, ["gate.min_uplfit", "gate accepts:", "min_uplift"]),
+    ("gate.min_episodes", 0, ["gate", "min_episodes"]),
+    ("evaluate.episodes", "ten", ["evaluate.episodes", "valid integer"]),
+    ("collect.crop", [0.5, 0.5, 0.9], ["crop", "leaves the camera"]),
+    ("fidelity.episodes", 2.5, ["fidelity.episodes", "fractional"]),
+    ("world_model.sampler.method", 7, ["world_model.sampler.method"]),
+    ("world_model.accel.precision", "float8", ["world_model.accel", "precision"]),
+    ("validate", [1, 2], ["validate must be a mapping"]),
+]
+
+
+@pytest.mark.parametrize("path, value, words", CASES, ids=[c[0] + "=" + repr(c[1]) for c in CASES])
+def test_bad_params_are_named(tmp_path, path, value, words):
+    with pytest.raises(ParamsError) as err:
+        load_params(_with(tmp_path, path, value))
+    message = str(err.value)
+    assert message.startswith(str(tmp_path / "params.yaml")), message
+    for word in words:
+        assert word in message, (word, message)
+    assert "Traceback" not in message
+
+
+def test_the_committed_profiles_load():
+    for path in [ROOT / "params.yaml", *sorted((ROOT / "profiles").glob("*.yaml"))]:
+        load_params(path)
+
+
+def test_not_yaml_and_unknown_sections(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("collect: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
+    bad.write_text("colect: {}\n")
+    with pytest.raises(ParamsError, match=r"unknown section\(s\) \['colect'\]"):
+        load_params(bad)
+
+
+def test_a_stage_refuses_bad_params_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _with(tmp_path, "world_model.train.stpes", 10)
+    result = CliRunner().invoke(app, ["train", "world-model"])
+    assert result.exit_code != 0
+    assert "world_model.train.stpes" in result.output and not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--task", "teleport-v3", "--kind", "expert"], ["unknown Meta-World task 'teleport-v3'"]),
+    (["--task", "door-lock-v3", "--kind", "dreamt"], ["dreamt"]),
+    (["--task", "door-lock-v3", "--kind", "expert", "--episodes", "0"], ["--episodes", "greater than or equal to 1"]),
+])
+def test_cli_overrides_are_checked_before_any_work(tmp_path, monkeypatch, args, words):
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "never.zarr"
+    result = CliRunner().invoke(app, ["collect", *args, "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert all(w in result.output for w in words), result.output
+    assert not out.exists()
