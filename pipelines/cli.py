@@ -381,13 +381,18 @@ def _registry(params: Path):
 
 @registry_app.command("list")
 def registry_list(params: ParamsOpt = DEFAULT_PARAMS) -> None:
-    """Every registered policy, oldest first."""
+    """Every registered policy, oldest first; the promoted one of each task marked with its version."""
     from pipelines.stages.gate import promoted_success
 
-    for r in _registry(params).records():
+    registry = _registry(params)
+    promoted = {r["policy_id"]: r.get("promotion_version") for r in registry.promoted().values()}
+    for r in registry.records():
         refined = promoted_success(r) or float("nan")
+        mark = ""
+        if r["policy_id"] in promoted:
+            mark = f"  PROMOTED (v{promoted[r['policy_id']]})" if promoted[r["policy_id"]] else "  PROMOTED"
         typer.echo(f"{r['policy_id']:<32} {r['registered_at'][:19]}  refined success {refined:.2f}"
-                   f"{'  (smoke-scale)' if r.get('smoke_scale') else ''}")
+                   f"{'  (smoke-scale)' if r.get('smoke_scale') else ''}{mark}")
 
 
 @registry_app.command("show")

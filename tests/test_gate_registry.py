@@ -95,6 +95,7 @@ def test_local_registry_refuses_to_overwrite(tmp_path):
         reg.register(_policy_dir(tmp_path), RECORD)  # same weights -> same id
     second = reg.register(_policy_dir(tmp_path, seed=1), {**RECORD, "metrics": {"refined": {"success_rate": 0.7}}})
     assert [r["policy_id"] for r in reg.records()] == [first["policy_id"], second["policy_id"]]
+    reg.promote(TASK, second["policy_id"], after=0)
     assert reg.promoted()[TASK]["policy_id"] == second["policy_id"]
     assert (tmp_path / "registry/policies" / first["policy_id"] / "model.safetensors").exists()
     with pytest.raises(KeyError, match="no policy"):
@@ -195,7 +196,9 @@ def test_promote_refuses_a_candidate_that_regresses_against_the_promoted_policy(
                      collect=replace(params.collect, tasks=(TASK,)))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(stage, "stale_stages", lambda repo=".": {})  # the DVC side is tested end to end
-    Registry("registry").register(_policy_dir(tmp_path, seed=5), {**RECORD, "metrics": {"refined": {"success_rate": 0.9}}})
+    incumbent = Registry("registry").register(_policy_dir(tmp_path, seed=5),
+                                              {**RECORD, "metrics": {"refined": {"success_rate": 0.9}}})
+    Registry("registry").promote(TASK, incumbent["policy_id"], after=0)
     save_policy(Path(stage.refined_dir(TASK)), GaussianPolicy(PolicyConfig((-1.0,) * 4, (1.0,) * 4,
                                                                            CNNConfig(image_size=16, channels=(8,)))))
     Path("metrics").mkdir()
@@ -206,4 +209,69 @@ def test_promote_refuses_a_candidate_that_regresses_against_the_promoted_policy(
     assert json.loads(Path(stage.GATE_RECORD).read_text())["tasks"][TASK]["promote"]  # the stage passed it
     with pytest.raises(stage.PromotionRefused, match=f"{TASK}: .*promoted 0.9"):
         stage.promote(params, root / "params.yaml")
-    assert len(Registry("registry").records()) == 1
+    assert len(Registry("registry").records()) == 1 and Registry("registry").head(TASK)[0] == 1
+
+
+def test_promotions_are_versioned_and_one_from_a_stale_version_is_refused(tmp_path):
+    reg = Registry(str(tmp_path / "registry"))
+    a = reg.register(_policy_dir(tmp_path, seed=1), RECORD)["policy_id"]
+    b = reg.register(_policy_dir(tmp_path, seed=2), RECORD)["policy_id"]
+    assert reg.head(TASK) == (0, None) and reg.promoted() == {}  # registered is not promoted
+    assert reg.promote(TASK, a, after=0) == 1
+    with pytest.raises(RegistryConflict, match=f"lost a race: {TASK} version 1 was taken by {a}"):
+        reg.promote(TASK, b, after=0)  # checked against version 0, which is no longer current
+    assert reg.head(TASK) == (1, a) and reg.promoted()[TASK]["policy_id"] == a
+    assert reg.promote(TASK, b, after=1) == 2 and reg.promoted()[TASK]["promotion_version"] == 2
+    with pytest.raises(KeyError, match="no policy"):
+        reg.promote(TASK, f"{TASK}@000000000000", after=2)  # only registered policies
+
+
+RACE = """
+import sys, time
+from w4rl_core.registry.registry import Registry, RegistryConflict
+root, task, policy_id, start = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+registry = Registry(root)
+version, _ = registry.head(task)  # what this promotion checked its candidate against
+while time.time() < start:
+    time.sleep(0.0005)
+try:
+    print("won", registry.promote(task, policy_id, after=version))
+except RegistryConflict as err:
+    print("lost:", err)
+    sys.exit(3)
+"""
+
+
+@pytest.mark.parametrize("backend", ["local", pytest.param("s3", marks=pytest.mark.s3)])
+def test_two_processes_promoting_at_the_same_moment_exactly_one_wins(backend, tmp_path, request):
+    import subprocess
+    import sys
+    import time
+
+    root = str(tmp_path / "registry")
+    if backend == "s3":
+        root = f"s3://{request.getfixturevalue('s3_env')['bucket']}/registry"
+    reg = Registry(root)
+    ids = [reg.register(_policy_dir(tmp_path, seed=s), RECORD)["policy_id"] for s in (1, 2)]
+    start = time.time() + 4  # both processes have read the head by then
+    procs = [subprocess.Popen([sys.executable, "-c", RACE, root, TASK, pid, str(start)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for pid in ids]
+    results = [(p.wait(timeout=60), p.stdout.read(), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _, _ in results)
+    assert codes == [0, 3], results
+    winner = ids[[code for code, _, _ in results].index(0)]
+    loser_output = next(out for code, out, _ in results if code == 3)
+    assert f"version 1 was taken by {winner}" in loser_output
+    assert reg.head(TASK) == (1, winner) and reg.promoted()[TASK]["policy_id"] == winner
+    assert len(reg._store.list(f"promotions/{TASK}/")) == 1  # nothing half-written by the loser
+
+
+def test_records_from_before_promotion_versions_still_count_as_promoted(tmp_path):
+    reg = Registry(str(tmp_path / "registry"))
+    old = {**RECORD, "policy_id": f"{TASK}@0123456789ab", "registered_at": "2026-01-01T00:00:00+00:00"}
+    reg._store.put_new(f"records/{old['policy_id']}.json", json.dumps(old).encode())  # a format-1 record
+    assert reg.promoted()[TASK]["policy_id"] == old["policy_id"]  # still the baseline non-regression uses
+    new = reg.register(_policy_dir(tmp_path, seed=3), RECORD)["policy_id"]
+    assert reg.promoted()[TASK]["policy_id"] == old["policy_id"]  # registered only
+    reg.promote(TASK, new, after=reg.promoted()[TASK].get("promotion_version", 0))
+    assert reg.promoted()[TASK]["policy_id"] == new

@@ -80,7 +80,10 @@ def promote(params: Params, params_path: str | Path = DEFAULT_PARAMS) -> list[di
     policy_metrics = _read_json(INPUTS["policy"]) or {}
     fidelity = _read_json(INPUTS["fidelity"]) or {}
     registry = Registry(params.registry.root)
-    promoted = {t: promoted_success(r) for t, r in registry.promoted().items()}
+    # What each candidate is checked against, and the promotion version it will replace: a
+    # promotion that lands in between makes this one's conditional write fail (Registry.promote).
+    current = registry.promoted()
+    promoted = {t: promoted_success(r) for t, r in current.items()}
     rules = GateRules(**params.gate)
     records, refused = [], {}
     for task, verdict in decision["tasks"].items():
@@ -102,15 +105,22 @@ def promote(params: Params, params_path: str | Path = DEFAULT_PARAMS) -> list[di
             "gate": {**verdict, "rules": verdict["rules"] + [regression], "promoted_success_before": promoted.get(task)},
             "smoke_scale": params.profile.smoke_scale,
         }
+        policy_id = Registry.policy_id(task, refined_dir(task))
+        if current.get(task, {}).get("policy_id") == policy_id:
+            # These very weights are the promoted ones (a re-run that changed nothing, e.g. a
+            # nightly retrain with no new data): promotion is idempotent, the record stays as it was.
+            records.append({**current[task], "already_registered": True})
+            continue
         try:
             registered = registry.register(refined_dir(task), record)
-            records.append(registered | {"gto": gto_assign(task, registered["policy_id"])})
-        except RegistryConflict:
-            # Ids are content hashes: these very weights are registered already (a re-run that
-            # changed nothing, e.g. a nightly retrain with no new data). Promotion is idempotent;
-            # the existing record stays as it was.
-            existing = registry.get(Registry.policy_id(task, refined_dir(task)))
-            records.append({**existing, "already_registered": True})
+        except RegistryConflict:  # registered before (ids are content hashes) but not promoted now
+            registered = registry.get(policy_id)
+        try:
+            version = registry.promote(task, policy_id, after=current.get(task, {}).get("promotion_version", 0))
+        except RegistryConflict as err:  # another promotion of this task won the race
+            refused[task] = [str(err)]
+            continue
+        records.append(registered | {"promotion_version": version, "gto": gto_assign(task, policy_id)})
     reasons = "; ".join(f"{t}: {', '.join(r)}" for t, r in refused.items())
     if not records:
         raise PromotionRefused(f"nothing to promote: {reasons}")

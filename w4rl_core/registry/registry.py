@@ -1,6 +1,13 @@
 """The policy registry: immutable promotion records (and the promoted weights) in a directory or
 under an S3 prefix. A version is written once: a second write of the same id is refused, on local
-disk (hard link, which fails if the name exists) and on S3 (conditional put, If-None-Match: *)."""
+disk (hard link, which fails if the name exists) and on S3 (conditional put, If-None-Match: *).
+
+What is promoted is a sequence per task, `promotions/<task>/<n>.json`, each naming a registered
+policy and the version it replaced. A promotion writes version n+1 where n is the version it read
+before checking the candidate against it, with the same conditional write: of two promotions that
+race, exactly one gets n+1 and the other fails cleanly (RegistryConflict) without touching it, so
+non-regression is always checked against the policy actually replaced.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +19,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-RECORDS, POLICIES = "records", "policies"
+RECORDS, POLICIES, PROMOTIONS = "records", "policies", "promotions"
+# 2: registering no longer promotes (promotions/ does). Records without it come from registries
+# where every registration was a promotion, and count as promoted in order of registration.
+REGISTRY_FORMAT = 2
 
 
 class RegistryConflict(FileExistsError):
@@ -105,7 +115,7 @@ class Registry:
         policy_dir = Path(policy_dir)
         digest = sha256_file(policy_dir / "model.safetensors")
         policy_id = self.policy_id(record["task"], policy_dir)
-        full = {**record, "policy_id": policy_id, "policy_sha256": digest,
+        full = {**record, "policy_id": policy_id, "policy_sha256": digest, "registry_format": REGISTRY_FORMAT,
                 "registered_at": datetime.now(timezone.utc).isoformat()}
         key = f"{RECORDS}/{policy_id}.json"
         if self._store.list(key):
@@ -137,9 +147,40 @@ class Registry:
                 raise KeyError(f"no policy {policy_id!r} in registry {self.root}") from err
             raise
 
+    def head(self, task: str) -> tuple[int, str | None]:
+        """(version, policy id) of the task's current promotion; (0, None) before the first."""
+        versions = [k for k in self._store.list(f"{PROMOTIONS}/{task}/") if k.endswith(".json")]
+        if not versions:
+            return 0, None
+        latest = max(versions, key=lambda k: int(Path(k).stem))
+        return int(Path(latest).stem), json.loads(self._store.get(latest))["policy_id"]
+
+    def promote(self, task: str, policy_id: str, after: int) -> int:
+        """Make `policy_id` (registered) the task's promoted policy as version `after` + 1, where
+        `after` is the version the caller checked the candidate against. Returns the new version;
+        RegistryConflict when another promotion took that version first."""
+        self.get(policy_id)  # only registered policies are promoted
+        version = after + 1
+        entry = {"task": task, "policy_id": policy_id, "version": version, "replaces": after or None,
+                 "promoted_at": datetime.now(timezone.utc).isoformat()}
+        try:
+            self._store.put_new(f"{PROMOTIONS}/{task}/{version:06d}.json",
+                                json.dumps(entry, indent=2, sort_keys=True).encode())
+        except RegistryConflict as err:
+            _, winner = self.head(task)
+            raise RegistryConflict(f"promotion of {policy_id} lost a race: {task} version {version} was taken by "
+                                   f"{winner}; run the promotion again to check the candidate against it") from err
+        return version
+
     def promoted(self) -> dict[str, dict[str, Any]]:
-        """The latest promoted record per task."""
+        """The promoted record per task: its latest promotion version (for registries written before
+        promotion versions existed, the latest record)."""
         latest: dict[str, dict[str, Any]] = {}
         for r in self.records():
-            latest[r["task"]] = r
+            if "registry_format" not in r:  # written before promotion versions: registered = promoted
+                latest[r["task"]] = r
+        for task in {Path(k).parent.name for k in self._store.list(f"{PROMOTIONS}/")}:
+            version, policy_id = self.head(task)
+            if policy_id is not None:
+                latest[task] = self.get(policy_id) | {"promotion_version": version}
         return latest
