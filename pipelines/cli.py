@@ -318,7 +318,11 @@ def robot_evaluate(
     p = _params(params)
     robot = RemoteRobot(url, _token(token_file, create=False))
     try:
-        actor = PolicyActor(load_policy(policy)[0], deterministic=p.evaluate.deterministic)
+        from w4rl_core.models.model_files import check_fits
+
+        loaded, _ = load_policy(policy, task=robot.task)  # a policy trained for another task is refused
+        check_fits(policy, "policy", action_dim=(loaded.action_dim, len(robot.action_low)))
+        actor = PolicyActor(loaded, deterministic=p.evaluate.deterministic)
         summary = evaluate_on_robot(robot, actor, episodes, p.evaluate.seed, p.collect.episode_len)
     finally:
         robot.close()
@@ -463,8 +467,14 @@ def flows_retrain(
 
 
 def main() -> None:  # pragma: no cover - console entry point
+    from w4rl_core.models.model_files import ModelFileError
+
     os.environ.setdefault("MUJOCO_GL", "egl")
-    app()
+    try:
+        app()
+    except ModelFileError as err:  # a saved model that cannot be used: one line, not a torch traceback
+        typer.secho(f"error: {err}", fg="red", err=True)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":  # pragma: no cover

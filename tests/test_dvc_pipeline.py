@@ -144,12 +144,17 @@ def test_repro_collects_validates_and_second_run_is_a_fast_no_op(repo):
     # gate stage reruns; everything else is restored from the cache).
     for name, min_uplift in (("q-strict", 2.0), ("q-loose", -2.0)):
         dvc(repo, "exp", "run", "--queue", "-n", name, "-S", f"gate.min_uplift={min_uplift}")
-    dvc(repo, "queue", "start", "-j", "2")
+    # Not through dvc(): the workers `queue start` spawns inherit its stdout/stderr, and capturing
+    # them would wait for the workers to exit, not for `queue start` (a worker that lingers then
+    # looks like a hang).
+    subprocess.run(["dvc", "queue", "start", "-j", "2"], cwd=repo, env=tool_env(), stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=120, check=True)
     deadline = time.monotonic() + 300
     while any(word in dvc(repo, "queue", "status").stdout for word in ("Queued", "Running")):
         assert time.monotonic() < deadline, dvc(repo, "queue", "status").stdout
         time.sleep(2)
-    dvc(repo, "queue", "stop", "--kill", check=False)
+    subprocess.run(["dvc", "queue", "stop", "--kill"], cwd=repo, env=tool_env(), stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=120)
     head = json.loads(dvc(repo, "exp", "show", "--json").stdout)[1]
     queued = {rev["name"]: rev for e in head["experiments"] for rev in e["revs"] if rev["name"] in ("q-strict", "q-loose")}
     assert set(queued) == {"q-strict", "q-loose"}, dvc(repo, "queue", "status").stdout

@@ -14,7 +14,7 @@ import numpy as np
 
 from pipelines.params import Params
 from pipelines.stages.collect import store_path
-from pipelines.stages.world_model import EPISODES_DIR, MODEL_DIR
+from pipelines.stages.world_model import EPISODES_DIR, load_fitting_world_model
 from w4rl_core.atomic import atomic_path, write_json_atomic
 from w4rl_core.data.collect import CollectConfig
 from w4rl_core.data.windows import FrameWindows, load_windows
@@ -130,11 +130,10 @@ def _imagined_twins(params: Params) -> Callable[[FrameWindows], FrameWindows]:
     the way refinement samples (w4rl_core/imagine/replay.py)."""
     from w4rl_core.imagine.replay import imagined_twins
     from w4rl_core.models.accel import FastSampler
-    from w4rl_core.models.world_model import load_world_model
     from w4rl_core.train.world_model import resolve_device
 
     device = resolve_device(params.world_model.train.get("device", "auto"))
-    model, _ = load_world_model(MODEL_DIR, device)
+    model, _ = load_fitting_world_model(params, device)
     sample = FastSampler(model, model.config.sampler, device, params.world_model.accel_config())
     return lambda episodes: imagined_twins(sample, model.config.context_frames, episodes, params.episode_horizon,
                                            device)
@@ -150,9 +149,9 @@ def refine(params: Params, task: str) -> dict[str, Any]:
     from the final evaluation's), the first seed on ties or without periodic evaluation."""
     from w4rl_core.eval.policy_eval import evaluate_policy_in_sim
     from w4rl_core.imagine.env import ImaginedEnv
+    from w4rl_core.models.model_files import check_fits
     from w4rl_core.models.policy import load_policy, save_policy
     from w4rl_core.models.success import load_success_detector
-    from w4rl_core.models.world_model import load_world_model
     from w4rl_core.train.ppo import refine as run_ppo
     from w4rl_core.train.tracking import CurveLog, timings_of, without_timings
     from w4rl_core.train.world_model import resolve_device
@@ -164,9 +163,10 @@ def refine(params: Params, task: str) -> dict[str, Any]:
     for seed in params.refine.seeds:
         config = params.refine.ppo_config(horizon=params.episode_horizon, seed=seed)
         device = resolve_device(config.device)
-        world_model, _ = load_world_model(MODEL_DIR, device)
+        world_model, _ = load_fitting_world_model(params, device)
         detector = load_success_detector(reward_dir(task), device)
-        policy, _ = load_policy(bc_dir(task))
+        policy, _ = load_policy(bc_dir(task), task=task)
+        check_fits(bc_dir(task), "BC policy", action_dim=(policy.action_dim, len(world_model.config.action_low)))
         env = ImaginedEnv(world_model, contexts, config.n_envs, success_fn=detector, device=device,
                           accel=params.world_model.accel_config())
 

@@ -18,6 +18,18 @@ FIDELITY_REPORT = "reports/fidelity"
 FIDELITY_CURVE = "plots/fidelity_per_step.csv"  # per imagined step: model vs copy-last (dvc plots)
 
 
+def load_fitting_world_model(params: Params, device: Any) -> tuple[Any, dict[str, Any]]:
+    """The trained world model, refused (naming the mismatch) unless it was trained for the frames
+    and context these params feed it."""
+    from w4rl_core.models.model_files import check_fits
+    from w4rl_core.models.world_model import load_world_model
+
+    model, meta = load_world_model(MODEL_DIR, device)
+    check_fits(MODEL_DIR, "world model", image_size=(model.config.unet.image_size, params.world_model.image_size),
+               context_frames=(model.config.context_frames, params.world_model.context_frames))
+    return model, meta
+
+
 def load_split(params: Params) -> tuple[FrameWindows, FrameWindows]:
     wm = params.world_model
     return load_windows(expected_stores(params, EPISODES_DIR), wm.image_size, wm.val_fraction, wm.split_seed)
@@ -44,11 +56,10 @@ def fidelity(params: Params, device: str | None = None) -> dict[str, Any]:
     from w4rl_core.eval.fidelity import evaluate_fidelity
     from w4rl_core.models.accel import FastSampler
     from w4rl_core.models.success import load_success_detector
-    from w4rl_core.models.world_model import load_world_model
     from w4rl_core.train.world_model import resolve_device
 
     dev = resolve_device(device or params.world_model.train.get("device", "auto"))
-    model, meta = load_world_model(MODEL_DIR, dev)
+    model, meta = load_fitting_world_model(params, dev)
     sampler = FastSampler(model, model.config.sampler, dev, params.world_model.accel_config())
     _, val_windows = load_split(params)
     detectors = {task: load_success_detector(reward_dir(task), dev) for task in params.collect.tasks}

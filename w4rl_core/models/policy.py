@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from torch.distributions import Normal
 
 from w4rl_core.atomic import atomic_path
+from w4rl_core.models.model_files import ModelFileError, build, check_fits, load_weights, read_config
 from w4rl_core.robots.protocol import Observation
 
 
@@ -160,27 +161,29 @@ def save_module(path: str | os.PathLike[str], module: nn.Module, kind: str, conf
             json.dumps({"kind": kind, "config": config, "meta": meta or {}}, indent=2, sort_keys=True))
 
 
-def _read(path: str | os.PathLike[str], kind: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    path = Path(path)
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(f"{path}: no config.json; is this a {kind} directory (dvc pull?)")
-    raw = json.loads((path / "config.json").read_text())
+def _read(path: str | os.PathLike[str], kind: str) -> dict[str, Any]:
+    raw = read_config(path, kind)
     if raw.get("kind") != kind:
-        raise ValueError(f"{path}: holds a {raw.get('kind')!r}, expected a {kind!r}")
-    return raw, load_file(str(path / "model.safetensors"))
+        raise ModelFileError(f"{Path(path) / 'config.json'}: holds a {raw.get('kind')!r}, expected a {kind!r}")
+    return raw
 
 
 def save_policy(path, policy: GaussianPolicy, meta=None) -> None:
     save_module(path, policy, "policy", asdict(policy.config), meta)
 
 
-def load_policy(path) -> tuple[GaussianPolicy, dict[str, Any]]:
-    raw, state = _read(path, "policy")
-    cfg = dict(raw["config"])
-    cfg["cnn"] = CNNConfig(**cfg["cnn"])
-    policy = GaussianPolicy(PolicyConfig(**cfg))
-    policy.load_state_dict(state)
-    return policy.eval(), raw["meta"]
+def load_policy(path, task: str | None = None) -> tuple[GaussianPolicy, dict[str, Any]]:
+    """The policy saved at `path`; with `task`, refused unless it was trained for that task."""
+    raw = _read(path, "policy")
+    policy = build(lambda: GaussianPolicy(PolicyConfig(**{**raw["config"], "cnn": CNNConfig(**raw["config"]["cnn"])})),
+                   path, "policy")
+    load_weights(policy, path)
+    meta = raw.get("meta", {})
+    trained_for = meta.get("task")
+    # Meta-World accepts names with or without their -v3 suffix: compare without it.
+    if task is not None and trained_for is not None and trained_for.removesuffix("-v3") != task.removesuffix("-v3"):
+        check_fits(path, "policy", task=(trained_for, task))
+    return policy.eval(), meta
 
 
 def save_classifier(path, clf: SuccessClassifier, meta=None) -> None:
@@ -188,13 +191,14 @@ def save_classifier(path, clf: SuccessClassifier, meta=None) -> None:
 
 
 def load_classifier(path) -> tuple[SuccessClassifier, dict[str, Any]]:
-    raw, state = _read(path, "success_classifier")
-    clf = SuccessClassifier(CNNConfig(**raw["config"]))
-    clf.load_state_dict(state)
-    return clf.eval(), raw["meta"]
+    raw = _read(path, "success_classifier")
+    clf = build(lambda: SuccessClassifier(CNNConfig(**raw["config"])), path, "success classifier")
+    load_weights(clf, path)
+    return clf.eval(), raw.get("meta", {})
 
 
 def policy_factory(robot: Any, seed: int, path: str, deterministic: bool = False) -> PolicyActor:
     """A picklable PolicyFactory for collection/evaluation: functools.partial(policy_factory, path=...)."""
-    policy, _ = load_policy(path)
+    policy, _ = load_policy(path, task=getattr(robot, "task", None))
+    check_fits(path, "policy", action_dim=(policy.action_dim, len(robot.action_low)))
     return PolicyActor(policy, deterministic=deterministic, seed=seed)

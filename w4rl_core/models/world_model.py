@@ -12,15 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from w4rl_core.atomic import atomic_path
 from w4rl_core.models.action_encoding import ActionEncoder, make_action_encoder
+from w4rl_core.models.model_files import CONFIG_FILE, WEIGHTS_FILE, ModelFileError, build, load_weights, read_config
 from w4rl_core.models.edm import Denoiser, EDMConfig
 from w4rl_core.models.sampler import SamplerConfig, sample_next_frame
 from w4rl_core.models.unet import FrameUNet, UNetConfig
 
-CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 #: Bumped when a checkpoint of the previous layout can no longer be read correctly. 2: Fourier
 #: noise embedding, normalised mid-block attention, optional context-noise embedding.
 FORMAT_VERSION = 2
@@ -104,14 +104,12 @@ def save_world_model(path: str | os.PathLike[str], model: WorldModel, meta: dict
 
 def load_world_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[WorldModel, dict]:
     path = Path(path)
-    if not (path / CONFIG_FILE).exists():
-        raise FileNotFoundError(f"{path}: no {CONFIG_FILE}; is this a world-model directory (dvc pull?)")
-    raw = json.loads((path / CONFIG_FILE).read_text())
+    raw = read_config(path, "world-model")
     if raw.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
+        raise ModelFileError(
             f"{path / CONFIG_FILE}: world-model format {raw.get('format_version', 1)}, this w4rl reads format "
             f"{FORMAT_VERSION}; retrain it with this version (`dvc repro train_world_model`)"
         )
-    model = WorldModel(WorldModelConfig.from_dict(raw["config"]))
-    model.load_state_dict(load_file(str(path / WEIGHTS_FILE), device="cpu"))
+    model = build(lambda: WorldModel(WorldModelConfig.from_dict(raw["config"])), path, "world model")
+    load_weights(model, path)
     return model.to(device).eval(), raw.get("meta", {})
