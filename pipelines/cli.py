@@ -364,13 +364,14 @@ def promote(params: ParamsOpt = DEFAULT_PARAMS) -> None:
     """Register the policies the gate passed (immutable records: weights, data and model hashes, commit).
     Refuses without a passing metrics/gate.json that is current for this workspace's dvc.lock."""
     from pipelines.stages import gate as stage
-    from w4rl_core.registry.registry import RegistryConflict
+    from w4rl_core.registry.registry import RegistryConflict, RegistryUnavailable
 
     p = _params(params)
     try:
         records = stage.promote(p, params)
-    except (stage.PromotionRefused, RegistryConflict) as err:
-        typer.secho(f"promotion refused: {err}", fg="red", err=True)
+    except (stage.PromotionRefused, RegistryConflict, RegistryUnavailable) as err:
+        what = "failed" if isinstance(err, RegistryUnavailable) else "refused"
+        typer.secho(f"promotion {what}: {err}", fg="red", err=True)
         raise typer.Exit(1) from err
     for r in records:
         tag = f" (git tag {r['gto']})" if r.get("gto") else ""
@@ -378,9 +379,7 @@ def promote(params: ParamsOpt = DEFAULT_PARAMS) -> None:
 
 
 def _registry(params: Path):
-    from w4rl_core.registry.registry import Registry
-
-    return Registry(_params(params).registry.root)
+    return _params(params).registry.open()
 
 
 @registry_app.command("list")

@@ -287,6 +287,18 @@ class EvaluateParams:
 @dataclass(frozen=True)
 class RegistryParams:
     root: str = "registry"  # a local directory or s3://bucket/prefix
+    retries: int = 3  # attempts per S3 request, with exponential backoff (botocore standard mode)
+    timeout_s: float = 10.0  # connect and read timeout per attempt
+
+    def __post_init__(self) -> None:
+        if self.retries < 1 or self.timeout_s <= 0:
+            raise ValueError(f"registry.retries must be >= 1 and registry.timeout_s > 0, "
+                             f"got {self.retries} and {self.timeout_s}")
+
+    def open(self):
+        from w4rl_core.registry.registry import Registry
+
+        return Registry(self.root, retries=self.retries, timeout_s=self.timeout_s)
 
 
 @dataclass(frozen=True)

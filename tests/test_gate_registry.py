@@ -275,3 +275,52 @@ def test_records_from_before_promotion_versions_still_count_as_promoted(tmp_path
     assert reg.promoted()[TASK]["policy_id"] == old["policy_id"]  # registered only
     reg.promote(TASK, new, after=reg.promoted()[TASK].get("promotion_version", 0))
     assert reg.promoted()[TASK]["policy_id"] == new
+
+
+@pytest.mark.s3
+def test_s3_outage_during_a_promotion_fails_cleanly_and_a_rerun_completes(tmp_path, monkeypatch):
+    """The registry's S3 server stops between registration and promotion: bounded retries, then a
+    failure naming the URL and the operation (never the secret), nothing promoted; the server
+    comes back and the same promotion completes. A missing bucket is named too."""
+    import time
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from conftest import free_port
+    from w4rl_core.registry.registry import RegistryUnavailable
+
+    secret = "s3cr3t-never-in-messages"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+
+    def server() -> ThreadedMotoServer:
+        s = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        s.start()
+        return s
+
+    running = server()
+    try:
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="reg")
+        reg = Registry("s3://reg/registry", endpoint_url=endpoint, retries=2, timeout_s=2)
+        policy_id = reg.register(_policy_dir(tmp_path, seed=1), RECORD)["policy_id"]
+        missing = Registry("s3://no-such-bucket/registry", endpoint_url=endpoint, retries=2, timeout_s=2)
+        with pytest.raises(RegistryUnavailable, match=r"registry list s3://no-such-bucket/registry/.* refused: NoSuchBucket"):
+            missing.promoted()
+        running.stop()
+
+        started = time.monotonic()
+        with pytest.raises(RegistryUnavailable) as err:
+            reg.promote(TASK, policy_id, after=0)
+        assert time.monotonic() - started < 60  # bounded: 2 attempts with 2 s timeouts and backoff
+        message = str(err.value)
+        assert "s3://reg/registry/" in message and "after 2 attempts" in message and secret not in message
+
+        running = server()  # back, with its data (moto keeps state in the process)
+        assert reg.head(TASK) == (0, None)  # the failed promotion published nothing
+        assert reg.promote(TASK, policy_id, after=0) == 1 and reg.promoted()[TASK]["policy_id"] == policy_id
+    finally:
+        running.stop()

@@ -79,7 +79,7 @@ def promote(params: Params, params_path: str | Path = DEFAULT_PARAMS) -> list[di
     lock = read_lock()
     policy_metrics = _read_json(INPUTS["policy"]) or {}
     fidelity = _read_json(INPUTS["fidelity"]) or {}
-    registry = Registry(params.registry.root)
+    registry = params.registry.open()
     # What each candidate is checked against, and the promotion version it will replace: a
     # promotion that lands in between makes this one's conditional write fail (Registry.promote).
     current = registry.promoted()

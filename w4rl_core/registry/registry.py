@@ -29,6 +29,11 @@ class RegistryConflict(FileExistsError):
     """The version is already registered: registry entries are immutable."""
 
 
+class RegistryUnavailable(OSError):
+    """The registry's storage did not answer or refused, after the bounded retries: names the URL
+    and the operation (never a credential). Nothing was promoted by the failed call."""
+
+
 def sha256_file(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -62,38 +67,54 @@ class _Local:
 
 
 class _S3:
-    def __init__(self, url: str, endpoint_url: str | None) -> None:
+    def __init__(self, url: str, endpoint_url: str | None, retries: int, timeout_s: float) -> None:
         import boto3
+        from botocore.config import Config
 
         from w4rl_core.data.storage import s3_endpoint_url
 
         bucket, _, prefix = url.removeprefix("s3://").partition("/")
-        self.bucket, self.prefix = bucket, prefix.strip("/")
-        self.client = boto3.client("s3", endpoint_url=endpoint_url or s3_endpoint_url())
+        self.bucket, self.prefix, self.retries = bucket, prefix.strip("/"), retries
+        # botocore's own bounded retries (standard mode: exponential backoff with jitter) and
+        # timeouts; credentials come from the standard AWS chain only.
+        config = Config(retries={"max_attempts": retries, "mode": "standard"}, connect_timeout=timeout_s,
+                        read_timeout=timeout_s)
+        self.client = boto3.client("s3", endpoint_url=endpoint_url or s3_endpoint_url(), config=config)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def put_new(self, key: str, data: bytes) -> None:
-        from botocore.exceptions import ClientError
+    def _call(self, operation: str, key: str, fn, **kwargs):
+        from botocore.exceptions import BotoCoreError, ClientError
 
+        url = f"s3://{self.bucket}/{self._key(key)}"
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
+            return fn(Bucket=self.bucket, **kwargs)
         except ClientError as err:
-            if err.response["Error"]["Code"] in ("PreconditionFailed", "ConditionalRequestConflict"):
-                raise RegistryConflict(f"s3://{self.bucket}/{self._key(key)} exists: entries are immutable") from err
-            raise
+            code = err.response.get("Error", {}).get("Code", "")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise RegistryConflict(f"{url} exists: entries are immutable") from err
+            if code in ("NoSuchKey", "404"):
+                raise KeyError(url) from err
+            raise RegistryUnavailable(f"registry {operation} {url} refused: {code} "
+                                      f"({err.response.get('Error', {}).get('Message', '')})") from None
+        except BotoCoreError as err:  # no connection, timeouts, no credentials: after the retries
+            raise RegistryUnavailable(f"registry {operation} {url} failed after {self.retries} attempts: "
+                                      f"{type(err).__name__}: {err}") from None
+
+    def put_new(self, key: str, data: bytes) -> None:
+        self._call("write", key, self.client.put_object, Key=self._key(key), Body=data, IfNoneMatch="*")
 
     def get(self, key: str) -> bytes:
-        return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        return self._call("read", key, self.client.get_object, Key=self._key(key))["Body"].read()
 
     def list(self, prefix: str) -> list[str]:
         keys, token = [], None
         while True:
-            kwargs = {"Bucket": self.bucket, "Prefix": self._key(prefix)}
+            kwargs = {"Prefix": self._key(prefix)}
             if token:
                 kwargs["ContinuationToken"] = token
-            page = self.client.list_objects_v2(**kwargs)
+            page = self._call("list", prefix, self.client.list_objects_v2, **kwargs)
             keys += [o["Key"][len(self._key("")):] for o in page.get("Contents", [])]
             if not page.get("IsTruncated"):
                 return sorted(keys)
@@ -106,9 +127,14 @@ class Registry:
 
     root: str
     endpoint_url: str | None = None
+    retries: int = 3  # attempts per S3 request (botocore standard mode: exponential backoff)
+    timeout_s: float = 10.0  # connect and read timeout per attempt
 
     def __post_init__(self) -> None:
-        self._store = _S3(self.root, self.endpoint_url) if self.root.startswith("s3://") else _Local(self.root)
+        if self.retries < 1 or self.timeout_s <= 0:
+            raise ValueError(f"registry retries must be >= 1 and timeout_s > 0, got {self.retries}, {self.timeout_s}")
+        self._store = (_S3(self.root, self.endpoint_url, self.retries, self.timeout_s) if self.root.startswith("s3://")
+                       else _Local(self.root))
 
     def register(self, policy_dir: str | Path, record: dict[str, Any]) -> dict[str, Any]:
         """Copy the policy's files and write its record; the id is task@<weights sha256[:12]>."""
@@ -140,12 +166,8 @@ class Registry:
     def get(self, policy_id: str) -> dict[str, Any]:
         try:
             return json.loads(self._store.get(f"{RECORDS}/{policy_id}.json"))
-        except (FileNotFoundError, KeyError) as err:
+        except (FileNotFoundError, KeyError) as err:  # local, or S3's NoSuchKey (see _S3._call)
             raise KeyError(f"no policy {policy_id!r} in registry {self.root}") from err
-        except Exception as err:  # botocore NoSuchKey
-            if "NoSuchKey" in type(err).__name__ or "NoSuchKey" in str(err):
-                raise KeyError(f"no policy {policy_id!r} in registry {self.root}") from err
-            raise
 
     def head(self, task: str) -> tuple[int, str | None]:
         """(version, policy id) of the task's current promotion; (0, None) before the first."""
