@@ -47,6 +47,7 @@ test-fast: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_data.py
 	$(BIN)/python benchmarks/bench_store_open.py
+	$(BIN)/python benchmarks/bench_bridge.py
 	$(BIN)/python benchmarks/bench_world_model.py
 	$(BIN)/python benchmarks/bench_ppo.py
 	$(BIN)/python benchmarks/roofline.py

@@ -5,6 +5,12 @@ The bridge binds 127.0.0.1 unless told otherwise and requires a bearer token on 
 non-numeric, NaN/inf, outside the bounds) is rejected with a 422 naming the field, and the robot is
 never touched. All robot calls run on one dedicated thread: MuJoCo's GL context belongs to the
 thread that created it, and a physical robot takes one command at a time.
+
+Abuse is bounded (BridgeLimits): a request body over `max_body_bytes` gets 413 before it is read
+whole; a client that stalls mid-body more than `body_timeout_s` gets 408; connections beyond
+`max_connections` get 503 from uvicorn (`limit_concurrency`); idle keep-alive connections close
+after `keep_alive_s`. The server stays up through all of it (tests/test_bridge.py, and the load
+test in benchmarks/bench_bridge.py).
 """
 
 # No `from __future__ import annotations` here: FastAPI must see the request models (defined inside
@@ -25,6 +31,61 @@ from w4rl_core.robots.protocol import Observation, Robot
 TOKEN_MIN_LENGTH = 16
 
 
+class BridgeLimits:
+    """What one client can cost the bridge. A step request is ~100 bytes; frames go the other way."""
+
+    def __init__(self, max_body_bytes: int = 64 * 1024, body_timeout_s: float = 10.0, max_connections: int = 32,
+                 keep_alive_s: float = 5.0) -> None:
+        if max_body_bytes < 1024 or body_timeout_s <= 0 or max_connections < 1 or keep_alive_s <= 0:
+            raise ValueError("bridge limits: max_body_bytes >= 1024, body_timeout_s > 0, max_connections >= 1, "
+                             "keep_alive_s > 0")
+        self.max_body_bytes, self.body_timeout_s = max_body_bytes, body_timeout_s
+        self.max_connections, self.keep_alive_s = max_connections, keep_alive_s
+
+
+class _BoundedBody:
+    """ASGI middleware: refuse bodies over the size limit (413) and bodies that stall (408) before
+    the application reads them. Hand-written because neither FastAPI nor uvicorn bounds request
+    body size or the time between body chunks; it is the usual ~30 lines of ASGI."""
+
+    def __init__(self, app: Any, limits: BridgeLimits) -> None:
+        self.app, self.limits = app, limits
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limits.max_body_bytes):
+            return await _refuse(send, 413, f"request body over {self.limits.max_body_bytes} bytes")
+        messages, size = [], 0
+        while True:  # read the whole (bounded) body first, each chunk within the timeout
+            try:
+                message = await asyncio.wait_for(receive(), self.limits.body_timeout_s)
+            except asyncio.TimeoutError:
+                return await _refuse(send, 408, f"request body not received within {self.limits.body_timeout_s} s")
+            messages.append(message)
+            size += len(message.get("body", b""))
+            if size > self.limits.max_body_bytes:
+                return await _refuse(send, 413, f"request body over {self.limits.max_body_bytes} bytes")
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                break
+
+        async def replay() -> dict:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _refuse(send: Callable, status: int, detail: str) -> None:
+    import json
+
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
 def encode_obs(obs: Observation) -> dict[str, Any]:
     rgb = np.ascontiguousarray(obs.rgb, dtype=np.uint8)
     return {"rgb": base64.b64encode(rgb.tobytes()).decode(), "shape": list(rgb.shape),
@@ -36,7 +97,7 @@ def decode_obs(d: dict[str, Any]) -> Observation:
     return Observation(rgb=rgb.copy(), state=np.asarray(d["state"], dtype=np.float32))
 
 
-def create_app(robot_factory: Callable[[], Robot], token: str):
+def create_app(robot_factory: Callable[[], Robot], token: str, limits: BridgeLimits | None = None):
     """A FastAPI app serving the robot built by `robot_factory` (called on the robot thread)."""
     from fastapi import Depends, FastAPI, Header, HTTPException, Request
     from fastapi.exceptions import RequestValidationError
@@ -73,6 +134,7 @@ def create_app(robot_factory: Callable[[], Robot], token: str):
                                 headers={"WWW-Authenticate": "Bearer"})
 
     app = FastAPI(title="w4rl robot bridge", dependencies=[Depends(authorized)])
+    app.add_middleware(_BoundedBody, limits=limits or BridgeLimits())
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -82,7 +144,11 @@ def create_app(robot_factory: Callable[[], Robot], token: str):
         return JSONResponse(status_code=422, content={"detail": errors})
 
     async def on_robot(fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+        except Exception as err:  # the robot refused (e.g. an episode past its length): say so, stay up
+            raise HTTPException(status_code=409, detail=f"robot {fn.__name__} failed: {type(err).__name__}: {err}; "
+                                                        "reset the robot (/reset) and try again") from None
 
     @app.get("/info")
     async def info() -> dict[str, Any]:
@@ -108,12 +174,17 @@ def create_app(robot_factory: Callable[[], Robot], token: str):
 class BridgeServer:
     """Runs the bridge with uvicorn in a background thread (tests, notebooks) or in the foreground."""
 
-    def __init__(self, robot_factory: Callable[[], Robot], token: str, host: str = "127.0.0.1", port: int = 8765):
+    def __init__(self, robot_factory: Callable[[], Robot], token: str, host: str = "127.0.0.1", port: int = 8765,
+                 limits: BridgeLimits | None = None):
         import uvicorn
 
+        limits = limits or BridgeLimits()
         self.url = f"http://{host}:{port}"
-        self._server = uvicorn.Server(uvicorn.Config(create_app(robot_factory, token), host=host, port=port,
-                                                     log_level="warning"))
+        self._server = uvicorn.Server(uvicorn.Config(
+            create_app(robot_factory, token, limits), host=host, port=port, log_level="warning",
+            limit_concurrency=limits.max_connections, timeout_keep_alive=limits.keep_alive_s,
+            h11_max_incomplete_event_size=16 * 1024,  # bounded request line + headers
+        ))
         self._thread: threading.Thread | None = None
 
     def run(self) -> None:
