@@ -169,13 +169,19 @@ class Registry:
         except (FileNotFoundError, KeyError) as err:  # local, or S3's NoSuchKey (see _S3._call)
             raise KeyError(f"no policy {policy_id!r} in registry {self.root}") from err
 
+    def _heads(self, prefix: str) -> dict[str, tuple[int, str]]:
+        """task -> (version, policy id) of its latest promotion, from one listing of `prefix`."""
+        latest: dict[str, str] = {}
+        for key in self._store.list(prefix):
+            task = Path(key).parent.name
+            if key.endswith(".json") and (task not in latest or int(Path(key).stem) > int(Path(latest[task]).stem)):
+                latest[task] = key
+        return {task: (int(Path(key).stem), json.loads(self._store.get(key))["policy_id"])
+                for task, key in latest.items()}
+
     def head(self, task: str) -> tuple[int, str | None]:
         """(version, policy id) of the task's current promotion; (0, None) before the first."""
-        versions = [k for k in self._store.list(f"{PROMOTIONS}/{task}/") if k.endswith(".json")]
-        if not versions:
-            return 0, None
-        latest = max(versions, key=lambda k: int(Path(k).stem))
-        return int(Path(latest).stem), json.loads(self._store.get(latest))["policy_id"]
+        return self._heads(f"{PROMOTIONS}/{task}/").get(task, (0, None))
 
     def promote(self, task: str, policy_id: str, after: int) -> int:
         """Make `policy_id` (registered) the task's promoted policy as version `after` + 1, where
@@ -201,8 +207,6 @@ class Registry:
         for r in self.records():
             if "registry_format" not in r:  # written before promotion versions: registered = promoted
                 latest[r["task"]] = r
-        for task in {Path(k).parent.name for k in self._store.list(f"{PROMOTIONS}/")}:
-            version, policy_id = self.head(task)
-            if policy_id is not None:
-                latest[task] = self.get(policy_id) | {"promotion_version": version}
+        for task, (version, policy_id) in self._heads(f"{PROMOTIONS}/").items():
+            latest[task] = self.get(policy_id) | {"promotion_version": version}
         return latest
