@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 
 import numpy as np
 import pytest
@@ -75,6 +76,70 @@ def test_classifier_needs_both_classes(data):
             train_classifier(CNN, SupervisedConfig(steps=1), train, val)
     finally:
         train.success = (train.rgb[:, 0, 0, 0] > 160).to(torch.uint8)
+
+
+def _dies_on_call(n: int, real):
+    """`real`, raising KeyboardInterrupt (as a kill would stop the run) on its n-th call."""
+    calls = {"n": 0}
+
+    def wrapper(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    return wrapper
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(pa, pb), name
+
+
+def test_bc_resumed_after_a_kill_is_bit_identical(data, tmp_path, monkeypatch):
+    from w4rl_core.train.tracking import CurveLog
+
+    train, val = data
+    cfg_p = PolicyConfig((-1.0,) * 4, (1.0,) * 4, CNN)
+    cfg = SupervisedConfig(steps=20, batch_size=8, log_every=4, checkpoint_every=5)
+    ref_log = CurveLog(tmp_path / "ref-run")
+    reference, ref_report = train_bc(cfg_p, cfg, train, val, log=ref_log)  # no checkpoints
+    ref_log.finish()
+    real_nll = GaussianPolicy.nll
+    monkeypatch.setattr(GaussianPolicy, "nll", _dies_on_call(13, real_nll))  # killed in step 13; state of step 10
+    with pytest.raises(KeyboardInterrupt):
+        train_bc(cfg_p, cfg, train, val, log=CurveLog(tmp_path / "run"), checkpoint_dir=tmp_path / "ck")
+    assert not (tmp_path / "run").exists()
+    assert json.loads((tmp_path / "ck/state.json").read_text())["step"] == 10
+    monkeypatch.setattr(GaussianPolicy, "nll", real_nll)
+    log = CurveLog(tmp_path / "run")
+    resumed, report = train_bc(cfg_p, cfg, train, val, log=log, checkpoint_dir=tmp_path / "ck")
+    log.finish()
+    _same_weights(reference, resumed)
+    assert report["curve"] == ref_report["curve"] and report["val"] == ref_report["val"]
+    curve = "plots/metrics/loss.tsv"  # the DVCLive curve too: replayed rows, then the resumed ones
+    assert (tmp_path / "run" / curve).read_text() == (tmp_path / "ref-run" / curve).read_text()
+    # A checkpoint of another run (different lr) is not resumed: training starts afresh.
+    other = SupervisedConfig(steps=20, batch_size=8, log_every=4, checkpoint_every=5, lr=1e-3)
+    fresh, _ = train_bc(cfg_p, other, train, val)
+    from_stale, _ = train_bc(cfg_p, other, train, val, checkpoint_dir=tmp_path / "ck")
+    _same_weights(fresh, from_stale)
+
+
+def test_classifier_resumed_after_a_kill_is_bit_identical(data, tmp_path, monkeypatch):
+    import w4rl_core.train.reward as reward
+
+    train, val = data
+    cfg = SupervisedConfig(steps=12, batch_size=8, log_every=3, checkpoint_every=4)
+    reference, ref_report = train_classifier(CNN, cfg, train, val)
+    real_bce = reward.F.binary_cross_entropy_with_logits
+    monkeypatch.setattr(reward.F, "binary_cross_entropy_with_logits", _dies_on_call(10, real_bce))
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(CNN, cfg, train, val, checkpoint_dir=tmp_path / "ck")
+    monkeypatch.setattr(reward.F, "binary_cross_entropy_with_logits", real_bce)
+    resumed, report = train_classifier(CNN, cfg, train, val, checkpoint_dir=tmp_path / "ck")
+    _same_weights(reference, resumed)
+    assert report["curve"] == ref_report["curve"] and report["detector"] == ref_report["detector"]
 
 
 def test_checkpoints_round_trip(tmp_path):

@@ -233,3 +233,59 @@ def _curve(run, name: str) -> list[tuple[int, float]]:
     """A DVCLive curve as (step, value) rows."""
     lines = (run / "plots/metrics" / f"{name}.tsv").read_text().splitlines()[1:]
     return [(int(step), float(value)) for step, value in (line.split("\t") for line in lines)]
+
+
+def test_refinement_resumed_after_a_kill_is_bit_identical(tiny_refinement, tmp_path, monkeypatch):
+    """Killed in iteration 3 of 4: the rerun continues from iteration 2's checkpoint, repeats no real
+    evaluation, and returns the uninterrupted run's policy, summary and curves."""
+    import copy
+
+    train, world_model, classifier, policy = tiny_refinement
+    cfg = PPOConfig(iterations=4, n_envs=2, horizon=3, epochs=1, minibatches=1, eval_every=1, bc_batch=4,
+                    critic_warmup=1, select_by_real=True, imagined_eval_episodes=2, lr=1e-3)
+    scores = {0: 0.2, 1: 0.1, 2: 0.6, 3: 0.4, 4: 0.5}
+
+    def run(name: str, checkpoint_dir=None, calls=None):
+        env = ImaginedEnv(world_model, train, n_envs=2, success_fn=SuccessDetector(classifier, DetectorConfig()))
+        log = CurveLog(tmp_path / name, step_key="iteration")
+
+        def real_eval(candidate, iteration: int) -> float:
+            if calls is not None:
+                calls.append(iteration)
+            return scores[iteration]
+
+        refined, summary = refine(copy.deepcopy(policy), env, train.rgb, train.action, cfg, log, real_eval=real_eval,
+                                  checkpoint_dir=checkpoint_dir)
+        log.finish()
+        return refined, summary
+
+    reference, ref_summary = run("ref")
+    real_step = ImaginedEnv.step
+    steps = {"n": 0}
+
+    # Die inside iteration 3: BC's imagined evaluation takes 3 steps, each iteration 3 more.
+    kill_at = 3 + 3 * 2 + 2
+
+    def dying_step(self, action):
+        steps["n"] += 1
+        if steps["n"] == kill_at:
+            raise KeyboardInterrupt
+        return real_step(self, action)
+
+    monkeypatch.setattr(ImaginedEnv, "step", dying_step)
+    calls: list[int] = []
+    with pytest.raises(KeyboardInterrupt):
+        run("resumed", tmp_path / "ck", calls)
+    assert calls == [0, 1, 2] and json.loads((tmp_path / "ck/state.json").read_text())["iteration"] == 2
+    monkeypatch.setattr(ImaginedEnv, "step", real_step)
+    calls.clear()
+    resumed, summary = run("resumed", tmp_path / "ck", calls)
+    assert calls == [3, 4]  # no real episode is spent twice
+    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    drop = ("seconds",)
+    assert {k: v for k, v in summary.items() if k not in drop} == {k: v for k, v in ref_summary.items() if k not in drop}
+    assert summary["selected_iteration"] == 2  # the best candidate survived the kill
+    for curve in (tmp_path / "ref/plots/metrics").glob("*.tsv"):
+        if curve.stem not in ("imagined_frames_per_s", "update_s"):  # timings
+            assert curve.read_text() == (tmp_path / "resumed/plots/metrics" / curve.name).read_text(), curve.stem

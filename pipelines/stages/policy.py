@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import replace
@@ -35,6 +36,12 @@ def refined_dir(task: str) -> str:
 
 def seed_dir(task: str, seed: int) -> str:
     return f"{refined_dir(task)}/seeds/seed{seed}"
+
+
+def checkpoint_dir(stage: str, task: str) -> str:
+    """Resumable training state of a stage (not a DVC output: DVC clears outputs before a rerun, and
+    this must survive a kill). A finished stage removes it once its outputs are in place."""
+    return f"data/checkpoints/{stage}/{task}"
 
 
 # Training runs (curves + summary in DVCLive's layout; their metrics.json is the stage's metric).
@@ -88,12 +95,14 @@ def train_bc(params: Params, task: str, progress: bool = False) -> dict[str, Any
     config = PolicyConfig(action_low=train.action_low, action_high=train.action_high, cnn=params.policy_cnn(),
                           log_std_min=params.policy.log_std_min, log_std_max=params.policy.log_std_max)
     log = CurveLog(bc_run(task))
-    policy, report = fit_bc(config, SupervisedConfig(**params.policy.train), train, val, progress, log)
+    policy, report = fit_bc(config, SupervisedConfig(**params.policy.train), train, val, progress, log,
+                            checkpoint_dir("bc", task))
     metrics = {**_meta(params, task), "train": report["train"], "val": report["val"],
                "train_frames": report["train_frames"], "val_frames": report["val_frames"],
                "demonstrations": demos, "demonstrations_used": train.n_episodes}
     save_policy(bc_dir(task), policy, meta=metrics)
     log.finish(metrics)
+    shutil.rmtree(checkpoint_dir("bc", task), ignore_errors=True)
     return metrics
 
 
@@ -115,13 +124,15 @@ def train_reward(params: Params, task: str, progress: bool = False) -> dict[str,
         calibrate_on = imagine(val)
     log = CurveLog(reward_run(task))
     clf, report = train_classifier(params.reward_cnn(), SupervisedConfig(**params.reward.train), train, val, progress,
-                                   calibrate_on=calibrate_on, balanced=params.reward.balanced, log=log)
+                                   calibrate_on=calibrate_on, balanced=params.reward.balanced, log=log,
+                                   checkpoint_dir=checkpoint_dir("reward", task))
     metrics = {**_meta(params, task), "kinds": list(params.reward.kinds), "calibrated_on": params.reward.calibrate_on,
                "trained_on": params.reward.train_on, "train_frames": frames,
                **{k: report[k] for k in ("train", "val", "detector", "reward_calibration", "episode_calibration_all",
                                          "calibration_grid")}}
     save_classifier(reward_dir(task), clf, meta=metrics)
     log.finish(metrics)
+    shutil.rmtree(checkpoint_dir("reward", task), ignore_errors=True)
     return metrics
 
 
@@ -180,8 +191,11 @@ def refine(params: Params, task: str) -> dict[str, Any]:
                 )
             return summary["success_rate"]
 
+        # Every seed keeps its state until the stage's outputs are in place: a kill during seed k
+        # resumes seed k, and the seeds before it return at once from their last iteration.
         refined, summary = run_ppo(policy, env, expert.rgb, expert.action, config, log.scope(f"seed{seed}"),
-                                   real_eval=real_eval, frozen=(world_model, detector.classifier))
+                                   real_eval=real_eval, frozen=(world_model, detector.classifier),
+                                   checkpoint_dir=f"{checkpoint_dir('refine', task)}/seed{seed}")
         summary |= {"seed": seed, "imagination_path": env.accel_label, "detector": detector.config.__dict__,
                     "real_episodes_used": summary["real_evaluations"] * params.refine.eval_episodes}
         runs[seed] = (refined, summary)
@@ -205,6 +219,7 @@ def refine(params: Params, task: str) -> dict[str, Any]:
     log.finish(timings)
     _warn_calibration(task, metrics)
     write_json_atomic(f"metrics/refine/{task}.json", metrics)
+    shutil.rmtree(checkpoint_dir("refine", task), ignore_errors=True)
     return metrics
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
 
 from w4rl_core.data.windows import FrameWindows
 from w4rl_core.models.policy import GaussianPolicy, PolicyConfig
-from w4rl_core.train.supervised import SupervisedConfig, fit, random_shift
+from w4rl_core.train.supervised import SupervisedConfig, fit, random_shift, windows_fingerprint
 from w4rl_core.train.tracking import CurveLog
 from w4rl_core.train.world_model import resolve_device
 
@@ -19,8 +20,9 @@ def frames_of(w: FrameWindows, idx: torch.Tensor, device) -> torch.Tensor:
 
 def train_bc(
     policy_config: PolicyConfig, config: SupervisedConfig, train: FrameWindows, val: FrameWindows,
-    progress: bool = False, log: CurveLog | None = None,
+    progress: bool = False, log: CurveLog | None = None, checkpoint_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[GaussianPolicy, dict[str, Any]]:
+    """`checkpoint_dir`: resumable state (see `fit`); the caller removes it once the policy is saved."""
     if len(train.rgb) == 0:
         raise ValueError("BC needs expert frames; the training split is empty")
     device = resolve_device(config.device)
@@ -32,7 +34,7 @@ def train_bc(
         frames = random_shift(frames_of(train, idx, device), config.augment_shift, gen)
         return policy.nll(frames, train.action[idx].to(device))
 
-    curve = fit(policy, loss_fn, config, "train BC", progress, log)
+    curve = fit(policy, loss_fn, config, "train BC", progress, log, checkpoint_dir, windows_fingerprint(train))
 
     @torch.no_grad()
     def evaluate(w: FrameWindows) -> dict[str, float] | None:

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import math
+import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -37,6 +39,7 @@ from torch.distributions import Normal
 from w4rl_core.imagine.env import ImaginedEnv
 from w4rl_core.models.policy import CNNHead, GaussianPolicy
 from w4rl_core.progress import progress_bar
+from w4rl_core.train.checkpoint import load_optimizer, load_state, optimizer_tensors, save_state
 from w4rl_core.train.tracking import CurveLog
 
 ACTION_LOGPROBS = ("clipped", "gaussian")
@@ -172,6 +175,22 @@ def imagined_success(policy: GaussianPolicy, env: ImaginedEnv, episodes: int, ho
     return out[:episodes]
 
 
+def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def _run_fingerprint(config: PPOConfig, policy: GaussianPolicy, frozen: str, env: ImaginedEnv,
+                     expert_frames: torch.Tensor, expert_actions: torch.Tensor) -> str:
+    """What a refinement checkpoint belongs to: the config, the starting policy, the frozen models,
+    the imagined starts and the expert data of the BC term. Any change starts afresh."""
+    h = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode())
+    h.update(parameter_fingerprint(policy).encode())
+    h.update(frozen.encode())
+    h.update(json.dumps([env.n_starts, env.n_envs, list(expert_frames.shape)]).encode())
+    h.update(expert_actions.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def refine(
     policy: GaussianPolicy,
     env: ImaginedEnv,
@@ -181,16 +200,22 @@ def refine(
     log: CurveLog | None = None,
     real_eval: Callable[[GaussianPolicy, int], float] | None = None,
     frozen: tuple[torch.nn.Module, ...] = (),
+    checkpoint_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[GaussianPolicy, dict[str, Any]]:
     """PPO on `env` from `policy` (BC). expert_* (uint8 frames (M,3,H,W), actions (M,A)) feed the BC term.
 
     `real_eval(policy, iteration)` returns the real success rate (run every `eval_every` iterations).
     `frozen` modules (world model, classifier) are checked to be unchanged at the end.
     Each iteration's row goes to `log` (DVCLive), which the caller finishes with the summary.
+    With `checkpoint_dir` the whole state (policy, critic, optimizer, generators, curve, real
+    evaluations, the best candidate) is saved after every iteration, and a rerun of the same run
+    continues from the last one: bit-identical to an uninterrupted run, no real episode repeated.
+    The caller removes the directory once its outputs are in place.
     """
     device = env.device
     torch.manual_seed(config.seed)
     frozen_before = parameter_fingerprint(*frozen)
+    run_id = _run_fingerprint(config, policy, frozen_before, env, expert_frames, expert_actions)
     policy = policy.to(device)
     critic = CNNHead(policy.config.cnn, 1, extra=1).to(device)  # frame + fraction of the episode elapsed
     opt = torch.optim.Adam([*policy.parameters(), *critic.parameters()], lr=config.lr, eps=1e-5)
@@ -208,16 +233,49 @@ def refine(
         return critic(obs, t).squeeze(-1)
 
     eval_n = config.imagined_eval_episodes
-    imagined_bc = imagined_success(policy, env, eval_n, steps, config.seed) if eval_n else []
-    if config.select_by_real and real_eval is not None and config.eval_every:
-        # BC is a candidate too; ties keep the earlier (less refined) policy.
-        policy.eval()
-        best = (real_eval(policy, 0), copy.deepcopy(policy.state_dict()), 0)
-        real_episodes += 1
-        real_bc = best[0]
+    done = 0
+    resumed = load_state(checkpoint_dir) if checkpoint_dir is not None else None
+    if resumed is not None and resumed[1].get("fingerprint") == run_id:
+        tensors, meta = resumed
+        policy.load_state_dict(_prefixed(tensors, "policy/"))
+        critic.load_state_dict(_prefixed(tensors, "critic/"))
+        load_optimizer(opt, tensors, meta["optimizer"])
+        gen.set_state(tensors["rng/batch"])
+        torch.set_rng_state(tensors["rng/torch"])
+        if device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng/cuda"], device)
+        if meta["best"] is not None:
+            best = (meta["best"]["score"], _prefixed(tensors, "best/"), meta["best"]["iteration"])
+        done, rows, imagined_bc = meta["iteration"], meta["rows"], meta["imagined_bc"]
+        real_episodes, real_bc, uncertainty_ref = meta["real_episodes"], meta["real_bc"], meta["uncertainty_ref"]
+        for row in rows:  # the resumed run's curve starts as the checkpoint saved it
+            if log is not None:
+                log.log(row)
+    else:
+        imagined_bc = imagined_success(policy, env, eval_n, steps, config.seed) if eval_n else []
+        if config.select_by_real and real_eval is not None and config.eval_every:
+            # BC is a candidate too; ties keep the earlier (less refined) policy.
+            policy.eval()
+            best = (real_eval(policy, 0), copy.deepcopy(policy.state_dict()), 0)
+            real_episodes += 1
+            real_bc = best[0]
 
-    bar = progress_bar(total=config.iterations, desc="refine (PPO in imagination)", unit="it")
-    for it in range(1, config.iterations + 1):
+    def checkpoint(iteration: int) -> None:
+        opt_tensors, opt_meta = optimizer_tensors(opt)
+        tensors = {f"policy/{k}": v for k, v in policy.state_dict().items()}
+        tensors |= {f"critic/{k}": v for k, v in critic.state_dict().items()}
+        tensors |= opt_tensors | {"rng/batch": gen.get_state(), "rng/torch": torch.get_rng_state()}
+        if device.type == "cuda":
+            tensors["rng/cuda"] = torch.cuda.get_rng_state(device)
+        if best is not None:
+            tensors |= {f"best/{k}": v for k, v in best[1].items()}
+        save_state(checkpoint_dir, tensors, {
+            "fingerprint": run_id, "iteration": iteration, "rows": rows, "imagined_bc": imagined_bc,
+            "real_episodes": real_episodes, "real_bc": real_bc, "uncertainty_ref": uncertainty_ref,
+            "best": None if best is None else {"score": best[0], "iteration": best[2]}, "optimizer": opt_meta})
+
+    bar = progress_bar(total=config.iterations, initial=done, desc="refine (PPO in imagination)", unit="it")
+    for it in range(done + 1, config.iterations + 1):
         # ---------------- imagined rollout: whole episodes from real starts
         obs_buf = torch.zeros(steps, n, *env.observation_shape, device=device)
         u_buf = torch.zeros(steps, n, a_dim, device=device)
@@ -326,6 +384,8 @@ def refine(
         rows.append(row)
         if log is not None:
             log.log(row)
+        if checkpoint_dir is not None:
+            checkpoint(it)
         bar.update(1)
         bar.set_postfix(imagined_success=f"{row['imagined_success']:.2f}", refresh=False)
     bar.close()

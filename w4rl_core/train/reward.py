@@ -3,6 +3,7 @@ its detector (threshold, persistence over frames) calibrated per episode on held
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -12,7 +13,7 @@ from w4rl_core.data.windows import FrameWindows
 from w4rl_core.models.policy import CNNConfig, SuccessClassifier
 from w4rl_core.models.success import calibrate, calibration_report
 from w4rl_core.train.bc import frames_of
-from w4rl_core.train.supervised import SupervisedConfig, fit, random_shift
+from w4rl_core.train.supervised import SupervisedConfig, fit, random_shift, windows_fingerprint
 from w4rl_core.train.tracking import CurveLog
 from w4rl_core.train.world_model import resolve_device
 
@@ -50,6 +51,7 @@ def _episodes(w: FrameWindows, probs: torch.Tensor, kinds: tuple[str, ...] | Non
 def train_classifier(
     cnn: CNNConfig, config: SupervisedConfig, train: FrameWindows, val: FrameWindows, progress: bool = False,
     calibrate_on: FrameWindows | None = None, balanced: bool = True, log: CurveLog | None = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[SuccessClassifier, dict[str, Any]]:
     """Fit the classifier on `train`, then calibrate its episode-level detector on the episodes of
     `calibrate_on` (default: `val`).
@@ -75,7 +77,8 @@ def train_classifier(
         frames = random_shift(frames_of(train, idx, device), config.augment_shift, gen)
         return F.binary_cross_entropy_with_logits(clf(frames), labels[idx].float().to(device))
 
-    curve = fit(clf, loss_fn, config, "train success classifier", progress, log)
+    curve = fit(clf, loss_fn, config, "train success classifier", progress, log, checkpoint_dir,
+                windows_fingerprint(train) | {"balanced": balanced})
     clf.eval()
     train_probs, val_probs = frame_probs(clf, train, device), frame_probs(clf, val, device)
     report: dict[str, Any] = {"curve": curve, "train": classification_metrics(train_probs, train),

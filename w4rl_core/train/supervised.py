@@ -1,14 +1,20 @@
-"""What BC and the success classifier share: a seeded minibatch loop with random-shift augmentation."""
+"""What BC and the success classifier share: a seeded minibatch loop with random-shift augmentation,
+resumable from periodic checkpoints (safetensors + JSON, w4rl_core/train/checkpoint.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import hashlib
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from w4rl_core.progress import progress_bar
+from w4rl_core.train.checkpoint import load_optimizer, load_state, optimizer_tensors, save_state
 from w4rl_core.train.tracking import CurveLog
 
 
@@ -20,12 +26,15 @@ class SupervisedConfig:
     weight_decay: float = 1e-4
     augment_shift: int = 2  # random-shift augmentation in pixels (DrQ); 0 = off
     log_every: int = 25
+    checkpoint_every: int = 200  # steps between resumable checkpoints (when the caller gives a directory)
     seed: int = 0
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        if min(self.steps, self.batch_size, self.log_every) < 1 or self.lr <= 0 or self.augment_shift < 0:
-            raise ValueError("steps, batch_size, log_every must be >= 1, lr > 0, augment_shift >= 0")
+        if min(self.steps, self.batch_size, self.log_every, self.checkpoint_every) < 1:
+            raise ValueError("steps, batch_size, log_every and checkpoint_every must be >= 1")
+        if self.lr <= 0 or self.augment_shift < 0:
+            raise ValueError("need lr > 0 and augment_shift >= 0")
 
 
 def random_shift(frames: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
@@ -39,6 +48,17 @@ def random_shift(frames: torch.Tensor, pad: int, generator: torch.Generator) -> 
     return torch.stack([padded[i, :, y : y + h, x : x + w] for i, (x, y) in enumerate(zip(dx, dy))])
 
 
+def run_fingerprint(module: torch.nn.Module, config: Any, data: Mapping[str, Any]) -> str:
+    """What a checkpoint was trained for: the config, the module's initial weights (its architecture
+    and seed) and a description of the data. A checkpoint resumes only into the same run; one left by
+    a run with other params or data is ignored and overwritten."""
+    h = hashlib.sha256(json.dumps([asdict(config), dict(data)], sort_keys=True, default=str).encode())
+    for name, value in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def fit(
     module: torch.nn.Module,
     loss_fn: Callable[[torch.Generator], torch.Tensor],
@@ -46,13 +66,45 @@ def fit(
     desc: str,
     progress: bool = False,
     log: CurveLog | None = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    data: Mapping[str, Any] | None = None,
 ) -> list[dict[str, float]]:
     """Run `steps` AdamW steps of `loss_fn(generator)`; returns loss-curve rows (also logged to `log`,
-    which the caller finishes with its summary)."""
+    which the caller finishes with its summary).
+
+    With `checkpoint_dir`, the module, optimizer, generator and curve are saved every
+    `checkpoint_every` steps and a rerun with the same config, initial weights and `data` (a
+    description of the training data) continues from there: its result is bit-identical to an
+    uninterrupted run. The caller removes the directory once its outputs are in place.
+    """
     opt = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     gen = torch.Generator().manual_seed(config.seed)
-    rows, running = [], []
-    for step in progress_bar(range(1, config.steps + 1), desc=desc, unit="step", enabled=progress):
+    rows: list[dict[str, float]] = []
+    running: list[float] = []
+    start = 0
+    fingerprint = run_fingerprint(module, config, data or {}) if checkpoint_dir is not None else ""
+    resumed = load_state(checkpoint_dir) if checkpoint_dir is not None else None
+    if resumed is not None and resumed[1].get("fingerprint") == fingerprint:
+        tensors, meta = resumed
+        module.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("module/")})
+        load_optimizer(opt, tensors, meta["optimizer"])
+        gen.set_state(tensors["rng/batch"])
+        torch.set_rng_state(tensors["rng/torch"])
+        start, rows, running = meta["step"], meta["rows"], meta["running"]
+        for row in rows:  # the resumed run's curve starts as the checkpoint saved it
+            if log is not None:
+                log.log(row)
+
+    def checkpoint(step: int) -> None:
+        opt_tensors, opt_meta = optimizer_tensors(opt)
+        tensors = {f"module/{k}": v for k, v in module.state_dict().items()}
+        tensors |= opt_tensors | {"rng/batch": gen.get_state(), "rng/torch": torch.get_rng_state()}
+        # JSON keeps every float exactly (repr round-trips), so the resumed curve is the same rows.
+        save_state(checkpoint_dir, tensors, {"fingerprint": fingerprint, "step": step, "rows": rows,
+                                             "running": running, "optimizer": opt_meta})
+
+    for step in progress_bar(range(start + 1, config.steps + 1), desc=desc, unit="step", total=config.steps,
+                             initial=start, enabled=progress):
         loss = loss_fn(gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -64,4 +116,20 @@ def fit(
             if log is not None:
                 log.log(rows[-1])
             running = []
+        if checkpoint_dir is not None and step % config.checkpoint_every == 0 and step < config.steps:
+            checkpoint(step)
     return rows
+
+
+def windows_fingerprint(*windows: Any) -> dict[str, Any]:
+    """A cheap description of training data for `fit`'s checkpoint identity: sizes, episode
+    boundaries and a digest of the actions and success labels (not of every pixel: the frames of the
+    same stores are the same, and hashing them would cost as much as an epoch)."""
+    h = hashlib.sha256()
+    sizes = []
+    for w in windows:
+        sizes.append([len(w.rgb), list(w.rgb.shape[1:]), len(w.episode_starts)])
+        for t in (w.action, w.success):
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        h.update(json.dumps([list(map(int, w.episode_starts)), list(map(int, w.episode_ends))]).encode())
+    return {"sizes": sizes, "digest": h.hexdigest()[:16]}
