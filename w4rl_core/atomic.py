@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +20,41 @@ from typing import Any
 
 
 def _tmp_sibling(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    # Host and pid in the name say whose it is: a later run removes the ones of dead writers.
+    return path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_debris(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporaries a killed writer of ``path`` left beside it (hidden siblings that were
+    never renamed into place: never an output, but disk a nightly job would otherwise leak).
+
+    Only those of this host whose process is gone: a writer running now, or one on another machine
+    sharing the filesystem, keeps its temporary.
+    """
+    dest = Path(path)
+    pattern = re.compile(rf"^\.{re.escape(dest.name)}\.tmp-(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{{8}}$")
+    removed = []
+    if not dest.parent.is_dir():
+        return removed
+    for sibling in dest.parent.iterdir():
+        m = pattern.match(sibling.name)
+        if m and m["host"] == socket.gethostname() and not _alive(int(m["pid"])):
+            if sibling.is_dir() and not sibling.is_symlink():
+                shutil.rmtree(sibling, ignore_errors=True)
+            else:
+                sibling.unlink(missing_ok=True)
+            removed.append(sibling)
+    return removed
 
 
 @contextmanager
@@ -30,6 +66,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    remove_debris(dest)
     tmp = _tmp_sibling(dest)
     try:
         yield tmp
