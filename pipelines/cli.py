@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -69,8 +70,16 @@ def collect(
         from w4rl_core.models.policy import policy_factory as saved_policy
 
         factory = functools.partial(saved_policy, path=policy, deterministic=p.policy.rollout_deterministic)
+    from w4rl_core.data.storage import StorageUnavailable
+
     try:
         summary = stage.run(p, task, kind, out, episodes=episodes, policy_factory=factory, progress=True)
+    except StorageUnavailable as err:  # already says "collect: writing <url> failed ..."
+        typer.secho(str(err), fg="red", err=True)
+        # zarr's other in-flight requests of the same outage are abandoned coroutines, which Python
+        # reports with a traceback each when it collects them at exit: the line above says it all.
+        sys.unraisablehook = lambda unraisable: None
+        raise typer.Exit(1) from err
     except (ValueError, FileExistsError) as err:
         typer.secho(f"collect: {err}", fg="red", err=True)
         raise typer.Exit(2) from err

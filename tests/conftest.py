@@ -104,3 +104,53 @@ def s3_env(s3_server, monkeypatch):
     bucket = f"w4rl-{uuid.uuid4().hex[:8]}"
     boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=bucket)
     return {"endpoint": s3_server, "bucket": bucket}
+
+
+class TinyRun:
+    """One uninterrupted `dvc repro` of the tiny profile, committed: what the pipeline test and the
+    kill harness start from (each on its own copy) and compare against."""
+
+    def __init__(self, repo: Path, stdout: str, stage_seconds: dict[str, float]) -> None:
+        self.repo, self.stdout, self.stage_seconds = repo, stdout, stage_seconds
+
+    def copy(self, dest: Path) -> Path:
+        import shutil
+
+        shutil.copytree(self.repo, dest, symlinks=True)
+        return dest
+
+
+def run_timed(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 900) -> tuple[int, str, dict[str, float]]:
+    """Run `dvc repro`-like `cmd`, returning (exit code, output, seconds per stage from its
+    "Running stage '<name>'" lines)."""
+    import re
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines, starts = [], []
+    deadline = time.monotonic() + timeout
+    for line in proc.stdout:
+        lines.append(line)
+        m = re.match(r"Running stage '([^']+)'", line)
+        if m:
+            starts.append((m[1], time.monotonic()))
+        assert time.monotonic() < deadline, "".join(lines)
+    proc.wait()
+    ends = [t for _, t in starts[1:]] + [time.monotonic()]
+    return proc.returncode, "".join(lines), {name: end - t for (name, t), end in zip(starts, ends)}
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> TinyRun:
+    import subprocess
+
+    from pipelines.sandbox import make_sandbox, tool_env
+
+    repo = make_sandbox(tmp_path_factory.mktemp("tiny-run"), "tiny")
+    code, out, seconds = run_timed(["dvc", "repro"], repo, tool_env())
+    assert code == 0, out
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny run"], cwd=repo,
+                   check=True)
+    return TinyRun(repo, out, seconds)

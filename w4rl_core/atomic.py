@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 
-def _tmp_sibling(path: Path) -> Path:
+def tmp_sibling(path: Path) -> Path:
     # Host and pid in the name say whose it is: a later run removes the ones of dead writers.
     return path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
@@ -67,14 +67,14 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
     remove_debris(dest)
-    tmp = _tmp_sibling(dest)
+    tmp = tmp_sibling(dest)
     try:
         yield tmp
         if not tmp.exists():
             raise FileNotFoundError(f"nothing was written to the temporary path for {dest}")
         if dest.is_dir() and not dest.is_symlink():
             # Directories cannot be renamed over a non-empty one: move the old one aside first.
-            old = _tmp_sibling(dest)
+            old = tmp_sibling(dest)
             os.replace(dest, old)
             os.replace(tmp, dest)
             shutil.rmtree(old, ignore_errors=True)

@@ -10,6 +10,7 @@ worker builds its simulator once and returns finished episodes to the parent, wh
 
 from __future__ import annotations
 
+import logging
 import os
 import zlib
 from collections.abc import Callable, Iterator
@@ -23,7 +24,7 @@ import numpy as np
 
 from w4rl_core.atomic import atomic_path
 from w4rl_core.data.episode import EPISODE_KINDS, Episode
-from w4rl_core.data.storage import is_remote
+from w4rl_core.data.storage import is_remote, remove_tree, storage_errors
 from w4rl_core.data.store import EpisodeStore, StoreLayout
 from w4rl_core.progress import progress_bar
 from w4rl_core.robots.metaworld_robot import (
@@ -160,6 +161,24 @@ def _episodes(config: CollectConfig, factory: PolicyFactory | None) -> Iterator[
 
 
 # ---------------------------------------------------------------------- parent side
+def replace_failed_write(url: str, endpoint_url: str | None = None) -> None:
+    """Before writing a remote store: remove what a failed earlier write left at ``url`` (a store
+    never published), refuse a complete one (stores are written once) and anything that is not a
+    w4rl store. Assumes one writer per URL, as a DVC stage output has."""
+    from w4rl_core.data.store import IncompleteStoreError
+
+    try:
+        EpisodeStore.open(url, endpoint_url=endpoint_url, consolidated=False)
+    except FileNotFoundError:
+        return
+    except IncompleteStoreError:
+        logging.getLogger("w4rl.collect").warning("%s: removing the unpublished store of a failed earlier write", url)
+        remove_tree(url, endpoint_url)
+        return
+    raise FileExistsError(f"{url}: a complete episode store is already there; stores are written once "
+                          "(choose another --out, or delete it first)")
+
+
 def collect(
     config: CollectConfig,
     out: str | os.PathLike[str],
@@ -192,7 +211,9 @@ def collect(
     source["config"].pop("workers")  # does not change the content
 
     def write(url: str | os.PathLike[str]) -> dict[str, Any]:
-        store = EpisodeStore.create(url, layout, source=source, endpoint_url=endpoint_url)
+        # Unpublished until the last episode is in: on S3 (no rename) a run that dies halfway leaves
+        # a store every reader refuses, never a smaller one that looks finished.
+        store = EpisodeStore.create(url, layout, source=source, endpoint_url=endpoint_url, complete=False)
         buffer: list[Episode] = []
         successes = 0
         for ep in progress_bar(_episodes(config, policy_factory), total=config.episodes,
@@ -200,9 +221,10 @@ def collect(
             buffer.append(ep)
             successes += int(ep.succeeded)
             if sum(map(len, buffer)) >= config.frames_per_shard:  # write whole shards at a time
-                store.append(buffer)
+                store.append(buffer, complete=False)
                 buffer = []
-        store.append(buffer)
+        store.append(buffer, complete=False)
+        store.publish()
         return {
             "task": config.task,
             "kind": config.kind,
@@ -212,6 +234,8 @@ def collect(
         }
 
     if is_remote(out):
-        return write(out)
+        with storage_errors("collect: writing", out):
+            replace_failed_write(out, endpoint_url)
+            return write(out)
     with atomic_path(Path(out)) as tmp:
         return write(tmp)

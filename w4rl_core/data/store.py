@@ -139,10 +139,17 @@ class EpisodeStore:
         *,
         source: dict[str, Any] | None = None,
         endpoint_url: str | None = None,
+        complete: bool = True,
     ) -> EpisodeStore:
-        """A new empty store at ``url``; fails if something is already there."""
+        """A new empty store at ``url``; fails if something is already there.
+
+        ``complete=False`` creates it unpublished: readers refuse it until `publish` (a writer that
+        fills it in several appends, on storage without an atomic rename, publishes only the end)."""
         store = open_zarr_store(url, read_only=False, endpoint_url=endpoint_url)
-        root = zarr.open_group(store, mode="w-", zarr_format=3, use_consolidated=False)
+        # Ours and unfinished from the first write on: a create that dies halfway (on S3, where
+        # there is no rename) leaves a store that readers refuse and a rerun may replace.
+        root = zarr.open_group(store, mode="w-", zarr_format=3, use_consolidated=False,
+                               attributes={"format_version": FORMAT_VERSION, "w4rl_store": True, "complete": False})
         h, w = layout.image_size
         data, meta = root.create_group("data"), root.create_group("meta")
         n_shard = layout.frames_per_shard
@@ -169,7 +176,7 @@ class EpisodeStore:
             {
                 "format_version": FORMAT_VERSION,
                 "w4rl_store": True,
-                "complete": True,
+                "complete": complete,
                 "kinds": list(EPISODE_KINDS),
                 "action_dim": layout.action_dim,
                 **{k: list(v) if isinstance(v, tuple) else v for k, v in layout_attrs.items()},
@@ -284,8 +291,16 @@ class EpisodeStore:
         return self._root[key]
 
     # ------------------------------------------------------------------ writing
-    def append(self, episodes: Iterable[Episode]) -> None:
-        """Append episodes in one batch (one read-modify-write of the last shard per batch)."""
+    def publish(self) -> None:
+        """Mark the store complete: the one write after which readers accept it."""
+        self._root.attrs["complete"] = True
+        self._consolidate()
+        self._load_index()
+
+    def append(self, episodes: Iterable[Episode], complete: bool = True) -> None:
+        """Append episodes in one batch (one read-modify-write of the last shard per batch).
+
+        ``complete=False`` leaves the store unpublished after the append (see `create`)."""
         episodes = list(episodes)
         if not episodes:
             return
@@ -329,7 +344,7 @@ class EpisodeStore:
             if values.size:
                 stats[key] = merge_stats(stats.get(key), batch_stats(values))
         # The one write that publishes the new episodes.
-        self._root.attrs.update({"tasks": tasks, "stats": stats, "complete": True})
+        self._root.attrs.update({"tasks": tasks, "stats": stats, "complete": complete})
         self._consolidate()
         self._load_index()
 

@@ -19,6 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from w4rl_core.atomic import remove_debris, tmp_sibling
+
 RECORDS, POLICIES, PROMOTIONS = "records", "policies", "promotions"
 # 2: registering no longer promotes (promotions/ does). Records without it come from registries
 # where every registration was a promotion, and count as promoted in order of registration.
@@ -49,7 +51,8 @@ class _Local:
     def put_new(self, key: str, data: bytes) -> None:
         dest = self.root / key
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+        remove_debris(dest)  # the temporary of a writer killed before its link
+        tmp = tmp_sibling(dest)
         tmp.write_bytes(data)
         try:
             os.link(tmp, dest)  # atomic, and refuses an existing name: no overwrite, no half file
@@ -63,7 +66,10 @@ class _Local:
 
     def list(self, prefix: str) -> list[str]:
         base = self.root / prefix
-        return sorted(str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file()) if base.exists() else []
+        if not base.exists():
+            return []
+        # Hidden names are temporaries of writes in flight (or killed): not entries.
+        return sorted(str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
 class _S3:
