@@ -30,7 +30,8 @@ from typing import Any
 from w4rl_core.atomic import atomic_path
 
 #: Summary keys that measure the run rather than describe the model: kept out of model metadata.
-TIMING_KEYS = frozenset({"seconds", "train_samples_per_s", "resumed_from_step"})
+TIMING_KEYS = frozenset({"seconds", "train_samples_per_s", "resumed_from_step",
+                         "imagined_frames_per_s", "update_s"})  # the last two: PPO's per-iteration curves
 
 
 def without_timings(summary: Mapping[str, Any]) -> dict[str, Any]:
