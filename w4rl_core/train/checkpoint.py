@@ -6,6 +6,7 @@ a checkpoint fetched from anywhere can be loaded without executing code.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -56,3 +57,14 @@ def load_state(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], d
     if not (path / STATE_META).exists() or not (path / STATE_TENSORS).exists():
         return None
     return load_file(str(path / STATE_TENSORS)), json.loads((path / STATE_META).read_text())
+
+
+def parameter_fingerprint(*modules: torch.nn.Module) -> str:
+    """sha256 of the modules' state (names and bytes): what a checkpoint resumes into, and the
+    frozen-model check of refinement."""
+    h = hashlib.sha256()
+    for m in modules:
+        for name, p in sorted(m.state_dict().items()):
+            h.update(name.encode())
+            h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()

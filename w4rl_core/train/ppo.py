@@ -39,7 +39,8 @@ from torch.distributions import Normal
 from w4rl_core.imagine.env import ImaginedEnv
 from w4rl_core.models.policy import CNNHead, GaussianPolicy
 from w4rl_core.progress import progress_bar
-from w4rl_core.train.checkpoint import load_optimizer, load_state, optimizer_tensors, save_state
+from w4rl_core.train.checkpoint import (load_optimizer, load_state, optimizer_tensors, parameter_fingerprint,
+                                        save_state)
 from w4rl_core.train.tracking import CurveLog
 
 ACTION_LOGPROBS = ("clipped", "gaussian")
@@ -141,15 +142,6 @@ def explained_variance(pred: torch.Tensor, target: torch.Tensor) -> float:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def parameter_fingerprint(*modules: torch.nn.Module) -> str:
-    h = hashlib.sha256()
-    for m in modules:
-        for name, p in sorted(m.state_dict().items()):
-            h.update(name.encode())
-            h.update(p.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 @torch.no_grad()

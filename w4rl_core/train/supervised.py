@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from w4rl_core.progress import progress_bar
-from w4rl_core.train.checkpoint import load_optimizer, load_state, optimizer_tensors, save_state
+from w4rl_core.train.checkpoint import (load_optimizer, load_state, optimizer_tensors, parameter_fingerprint,
+                                        save_state)
 from w4rl_core.train.tracking import CurveLog
 
 
@@ -53,9 +54,7 @@ def run_fingerprint(module: torch.nn.Module, config: Any, data: Mapping[str, Any
     and seed) and a description of the data. A checkpoint resumes only into the same run; one left by
     a run with other params or data is ignored and overwritten."""
     h = hashlib.sha256(json.dumps([asdict(config), dict(data)], sort_keys=True, default=str).encode())
-    for name, value in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    h.update(parameter_fingerprint(module).encode())
     return h.hexdigest()[:16]
 
 
