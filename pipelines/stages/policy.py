@@ -245,28 +245,38 @@ def evaluate(params: Params) -> dict[str, Any]:
     Seed k of refine.seeds runs episodes [k*N, (k+1)*N) of the evaluation seed (N = evaluate.episodes);
     BC runs all of them, so every refined episode has a BC twin on the same scene and goal.
     """
+    # data/eval and reports/policy are built in temporaries and moved into place whole: a killed
+    # evaluation must not leave BC's store without the refined ones (DVC would see a half output).
+    with atomic_path("data/eval") as eval_root, atomic_path("reports/policy") as video_root:
+        metrics = _evaluate_into(params, eval_root, video_root)
+    write_json_atomic("metrics/policy.json", metrics)
+    return metrics
+
+
+def _evaluate_into(params: Params, eval_root: Path, video_root: Path) -> dict[str, Any]:
     from w4rl_core.eval.policy_eval import evaluate_policy_in_sim, paired_uplift, success_summary, write_videos
     from w4rl_core.models.success import load_success_detector
 
     e, seeds = params.evaluate, params.refine.seeds
     n = e.episodes
+    video_root.mkdir(parents=True, exist_ok=True)  # an output even when evaluate.videos is 0
     per_task: dict[str, Any] = {}
     pooled_bc: list[bool] = []
     pooled_refined: list[bool] = []
     videos: list[str] = []
     for task in params.collect.tasks:
         refine_metrics = json.loads(Path(f"metrics/refine/{task}.json").read_text())
-        bc_store = f"data/eval/{task}/bc.zarr"
+        bc_store = str(eval_root / task / "bc.zarr")
         bc = evaluate_policy_in_sim(bc_dir(task), _eval_config(params, task, n * len(seeds), e.seed, e.workers),
                                     bc_store, deterministic=e.deterministic)
-        videos += write_videos(bc_store, f"reports/policy/{task}", "bc", e.videos)
+        videos += write_videos(bc_store, video_root / task, "bc", e.videos)
         seed_rows, refined_all = [], []
         for k, seed in enumerate(seeds):
-            store = f"data/eval/{task}/refined_seed{seed}.zarr"
+            store = str(eval_root / task / f"refined_seed{seed}.zarr")
             res = evaluate_policy_in_sim(seed_dir(task, seed), _eval_config(params, task, n, e.seed, e.workers, k * n),
                                          store, deterministic=e.deterministic)
             if k == 0:
-                videos += write_videos(store, f"reports/policy/{task}", "refined", e.videos)
+                videos += write_videos(store, video_root / task, "refined", e.videos)
             twins = bc["per_episode"][k * n : (k + 1) * n]
             run = next(r for r in refine_metrics["seeds"] if r["seed"] == seed)
             seed_rows.append({"seed": seed, **{key: res[key] for key in ("episodes", "successes", "success_rate", "ci95")},
@@ -303,7 +313,6 @@ def evaluate(params: Params) -> dict[str, Any]:
     metrics = {"profile": params.profile.name, "smoke_scale": params.profile.smoke_scale,
                "episodes_per_task": n * len(seeds), "per_task": per_task, "overall": overall,
                "videos": sorted(videos)}
-    write_json_atomic("metrics/policy.json", metrics)
     return metrics
 
 
