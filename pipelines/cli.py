@@ -190,13 +190,19 @@ DeviceOpt = Annotated[Optional[str], typer.Option(help="cpu | cuda | cuda:N (def
 
 @train_app.command("world-model")
 def train_world_model(params: ParamsOpt = DEFAULT_PARAMS, device: DeviceOpt = None) -> None:
-    """Train the EDM world model on all validated stores; resumes from data/checkpoints after a kill."""
+    """Train the EDM world model on all validated stores; resumes from data/checkpoints after a kill.
+    Data-parallel under `torchrun --nproc-per-node N -m pipelines train world-model` (docs/scaling.md)."""
     from pipelines.stages import world_model as stage
 
+    from w4rl_core.train.distributed import launched_ranks
+
     p = _params(params)
-    typer.echo(p.profile.banner, err=True)
+    main = launched_ranks().main  # under torchrun: rank 0 speaks for the run
+    if main:
+        typer.echo(p.profile.banner, err=True)
     summary = stage.train(p, device, progress=True)
-    typer.echo(json.dumps(summary))
+    if main:
+        typer.echo(json.dumps(summary))
 
 
 @eval_app.command("fidelity")

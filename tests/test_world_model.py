@@ -72,20 +72,20 @@ def test_resume_after_kill_gives_the_uninterrupted_result(windows, tmp_path, mon
     cfg = WorldModelTrainConfig(steps=20, batch_size=4, log_every=5, val_every=100, checkpoint_every=10)
     train_world_model(_config(), cfg, train, val, tmp_path / "a", tmp_path / "cka", tmp_path / "a-run", progress=False)
 
-    real_loss = trainer.WorldModel.loss
+    real_step = trainer.Training.step
     calls = {"n": 0}
 
-    def dying_loss(self, *args, **kwargs):
+    def dying_step(self, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 15:
             raise KeyboardInterrupt  # killed at step 15; the last checkpoint is step 10
-        return real_loss(self, *args, **kwargs)
+        return real_step(self, *args, **kwargs)
 
-    monkeypatch.setattr(trainer.WorldModel, "loss", dying_loss)
+    monkeypatch.setattr(trainer.Training, "step", dying_step)
     with pytest.raises(KeyboardInterrupt):
         train_world_model(_config(), cfg, train, val, tmp_path / "b", tmp_path / "ckb", tmp_path / "b-run", progress=False)
     assert not (tmp_path / "b").exists() and not (tmp_path / "b-run").exists()  # no half-written outputs
-    monkeypatch.setattr(trainer.WorldModel, "loss", real_loss)
+    monkeypatch.setattr(trainer.Training, "step", real_step)
     summary = train_world_model(_config(), cfg, train, val, tmp_path / "b", tmp_path / "ckb", tmp_path / "b-run",
                                 progress=False)
     assert summary["resumed_from_step"] == 10

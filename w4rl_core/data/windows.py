@@ -109,12 +109,19 @@ class FrameWindows:
         frames = self.rgb[idx].to(device, non_blocking=True).float().div_(127.5).sub_(1.0)
         return frames, self.action[idx].to(device), self.success[idx].to(device)
 
-    def sample(self, batch: int, length: int, generator: torch.Generator, device="cpu", starts=None):
+    def sample(self, batch: int, length: int, generator: torch.Generator, device="cpu", starts=None,
+               shard: tuple[int, int] = (0, 1)):
+        """`batch` random windows; with shard (i, n), part i of n equal parts of them (the global
+        batch of data-parallel training: every rank draws the same picks, gathers only its own)."""
         pool = self.starts(length) if starts is None else starts
         if len(pool) == 0:
             raise ValueError(f"no episode has {length} steps: cannot sample windows")
+        part, parts = shard
+        if batch % parts:
+            raise ValueError(f"a batch of {batch} windows does not split into {parts} equal parts")
         pick = torch.randint(len(pool), (batch,), generator=generator)
-        return self.gather(pool[pick.numpy()], length, device)
+        size = batch // parts
+        return self.gather(pool[pick[part * size : (part + 1) * size].numpy()], length, device)
 
 
 def _resize(rgb: np.ndarray, size: int | None) -> torch.Tensor:

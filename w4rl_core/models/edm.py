@@ -60,17 +60,26 @@ class Denoiser(nn.Module):
         return c_skip * x_noisy + c_out * out.float()
 
     def forward(
-        self, frames: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None = None
+        self, frames: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None = None,
+        shard: tuple[int, int] = (0, 1),
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """frames (B,T+1,3,H,W) in [-1,1], actions (B,T,F) encoded -> (loss, logs)."""
+        """frames (B,T+1,3,H,W) in [-1,1], actions (B,T,F) encoded -> (loss, logs).
+
+        shard (i, n): this batch is part i of a global batch of n*B split across data-parallel ranks.
+        Every rank draws the noise of the whole global batch from the same generator and keeps its
+        part, so n ranks see exactly the noise one process would (the draws are a few frames' worth,
+        small next to the U-Net).
+        """
         cfg = self.config
         b, dev = frames.shape[0], frames.device
+        part, parts = shard
+        keep = slice(part * b, (part + 1) * b)
 
         def randn(*shape):
-            return torch.randn(*shape, device=dev, generator=generator)
+            return torch.randn(shape[0] * parts, *shape[1:], device=dev, generator=generator)[keep]
 
         context, target = frames[:, :-1], frames[:, -1]
-        ctx_sigma = torch.rand(b, device=dev, generator=generator) * cfg.context_noise_max
+        ctx_sigma = torch.rand(b * parts, device=dev, generator=generator)[keep] * cfg.context_noise_max
         if cfg.context_noise_max > 0:
             context = context + ctx_sigma.reshape(-1, 1, 1, 1, 1) * randn(*context.shape)
         sigma = torch.exp(cfg.p_mean + cfg.p_std * randn(b)).clamp(cfg.sigma_min, cfg.sigma_max)

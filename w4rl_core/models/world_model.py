@@ -72,9 +72,10 @@ class WorldModel(torch.nn.Module):
     def encode_actions(self, actions: torch.Tensor) -> torch.Tensor:
         return self.encoder.encode(actions)
 
-    def loss(self, frames: torch.Tensor, actions: torch.Tensor, generator=None) -> tuple[torch.Tensor, dict]:
-        """frames (B,T+1,3,H,W) in [-1,1]; raw actions (B,T,A)."""
-        return self.denoiser(frames, self.encode_actions(actions), generator)
+    def loss(self, frames: torch.Tensor, actions: torch.Tensor, generator=None,
+             shard: tuple[int, int] = (0, 1)) -> tuple[torch.Tensor, dict]:
+        """frames (B,T+1,3,H,W) in [-1,1]; raw actions (B,T,A); shard: see Denoiser.forward."""
+        return self.denoiser(frames, self.encode_actions(actions), generator, shard)
 
     @torch.no_grad()
     def predict(

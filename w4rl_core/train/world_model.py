@@ -14,12 +14,14 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
 
 from w4rl_core.data.windows import FrameWindows
 from w4rl_core.models.accel import AccelConfig
 from w4rl_core.models.world_model import WorldModel, WorldModelConfig, save_world_model
 from w4rl_core.progress import progress_bar
+from w4rl_core.train import distributed
 from w4rl_core.train.checkpoint import load_optimizer, load_state, optimizer_tensors, save_state
 from w4rl_core.train.tracking import CurveLog, without_timings
 
@@ -120,9 +122,14 @@ class Training:
     (benchmarks/bench_world_model.py) times `step` itself, so it measures exactly this step.
     """
 
-    def __init__(self, model_config: WorldModelConfig, config: WorldModelTrainConfig, accel: AccelConfig) -> None:
+    def __init__(self, model_config: WorldModelConfig, config: WorldModelTrainConfig, accel: AccelConfig,
+                 ranks: distributed.Ranks | None = None) -> None:
         self.config = config
-        self.device = device = resolve_device(config.device)
+        self.ranks = ranks = ranks or distributed.Ranks()
+        if config.batch_size % ranks.world:
+            raise ValueError(f"world_model.train.batch_size {config.batch_size} (the global batch) does not split "
+                             f"over {ranks.world} data-parallel processes")
+        self.device = device = distributed.device_for(resolve_device(config.device), ranks)
         self.fast = fast = accel.resolve(device)
         self.mixed = fast.dtype == torch.bfloat16  # bf16 autocast over float32 master weights
         torch.manual_seed(config.seed)
@@ -133,6 +140,12 @@ class Training:
         if fast.compile:  # after the EMA copy; Module.compile keeps state_dict keys (checkpoints) unchanged
             model.denoiser.net.compile(mode=fast.compile_mode)
         self.model = model
+        # The loss module: the denoiser, under DDP when data-parallel (it averages the ranks' gradients
+        # during backward, bucket by bucket, overlapping the all-reduce with the rest of backward).
+        self.denoiser = model.denoiser
+        if ranks.distributed:
+            self.denoiser = DistributedDataParallel(model.denoiser,
+                                                    device_ids=[device.index] if device.type == "cuda" else None)
         # fused AdamW: one kernel for all parameters instead of several per tensor (CUDA only here).
         self.opt = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr,
                                      fused=device.type == "cuda")
@@ -141,12 +154,15 @@ class Training:
         self.t = model_config.context_frames
 
     def step(self, windows: FrameWindows, updates_before: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step on a fresh batch -> (loss, grad norm) as device tensors (no sync)."""
+        """One optimizer step on a fresh batch -> (loss, grad norm) as device tensors (no sync).
+        Data-parallel: this rank's part of the global batch and its loss; the update is global."""
         for group in self.opt.param_groups:
             group["lr"] = self.config.lr_at(updates_before)
-        frames, actions, _ = windows.sample(self.config.batch_size, self.t + 1, self.batch_gen, self.device)
+        shard = self.ranks.shard
+        frames, actions, _ = windows.sample(self.config.batch_size, self.t + 1, self.batch_gen, self.device,
+                                            shard=shard)
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.mixed):
-            loss, _ = self.model.loss(frames, actions[:, : self.t], self.noise_gen)
+            loss, _ = self.denoiser(frames, self.model.encode_actions(actions[:, : self.t]), self.noise_gen, shard)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
@@ -168,11 +184,14 @@ def train_world_model(
     accel: AccelConfig | None = None,
 ) -> dict[str, Any]:
     accel = accel or AccelConfig()
-    run = Training(model_config, config, accel)
+    ranks = distributed.init(resolve_device(config.device).type)  # one process unless under torchrun
+    run = Training(model_config, config, accel, ranks)
     model, ema, opt, device = run.model, run.ema, run.opt, run.device
     if run.fast.data_on_device:  # gather windows on the device: no host gather + copy per batch
         train, val = train.to(device), val.to(device)
     batch_gen, noise_gen = run.batch_gen, run.noise_gen
+    # The world size is not part of the run's identity: the global batch, its picks and its noise do
+    # not depend on it, so a run killed on N processes resumes on M.
     fingerprint = _fingerprint(model_config, config, accel, train.n_episodes, len(train.rgb))
 
     step, curve = 0, []
@@ -185,8 +204,10 @@ def train_world_model(
         batch_gen.set_state(tensors["rng/batch"])
         noise_gen.set_state(tensors["rng/noise"])
         step, curve = m["step"], m["curve"]
+    distributed.check_agree(step, "the step to resume from", ranks, device)
     start_step = step
-    log = CurveLog(curve_dir, replay=curve)  # a resumed run's curve starts as the checkpoint saved it
+    # Rank 0 alone writes curves, checkpoints and the model; a resumed run's curve starts as saved.
+    log = CurveLog(curve_dir, replay=curve) if ranks.main else None
 
     def checkpoint() -> None:
         opt_tensors, opt_meta = optimizer_tensors(opt)
@@ -197,7 +218,8 @@ def train_world_model(
                                              "optimizer": opt_meta})
 
     started = time.perf_counter()
-    bar = progress_bar(total=config.steps, initial=step, desc="train world model", unit="step", enabled=progress)
+    bar = progress_bar(total=config.steps, initial=step, desc="train world model", unit="step",
+                       enabled=progress and ranks.main)
     running = []
     while step < config.steps:
         loss, grad_norm = run.step(train, updates_before=step)
@@ -205,14 +227,16 @@ def train_world_model(
         running.append(loss)  # a device tensor: read (one sync) only when a row is logged
         bar.update(1)
         if step % config.log_every == 0 or step == config.steps:
-            row = {"step": step, "loss": float(torch.stack(running).mean()), "grad_norm": float(grad_norm)}
-            if step % config.val_every == 0 or step == config.steps:
+            loss = distributed.mean(torch.stack(running).mean(), ranks)  # the global batch's loss
+            row = {"step": step, "loss": float(loss), "grad_norm": float(grad_norm)}
+            if ranks.main and (step % config.val_every == 0 or step == config.steps):
                 row["val_loss"] = validation_loss(ema.module, val, 2, config.batch_size, device)
             curve.append(row)
-            log.log(row)
+            if log is not None:
+                log.log(row)
             running = []
             bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)  # refresh=True would bypass the rate limit
-        if step % config.checkpoint_every == 0 and step < config.steps:
+        if step % config.checkpoint_every == 0 and step < config.steps and ranks.main:
             checkpoint()
     bar.close()
     elapsed = time.perf_counter() - started
@@ -222,6 +246,7 @@ def train_world_model(
         "steps": step,
         "resumed_from_step": start_step,
         "device": str(device),
+        "processes": ranks.world,
         "accel": run.fast.label,
         "parameters": sum(p.numel() for p in model.parameters()),
         "train_samples_per_s": trained_steps * config.batch_size / elapsed if trained_steps else None,
@@ -231,10 +256,13 @@ def train_world_model(
         "train_episodes": train.n_episodes,
         "val_episodes": val.n_episodes,
     }
-    ema_model = ema.module.to(memory_format=torch.contiguous_format)
-    save_world_model(out_dir, ema_model, meta={**(meta or {}), "training": without_timings(summary),
-                                               "train_config": asdict(config)})
-    log.finish(summary)
-    # The final model is in place: the resumable state has served its purpose.
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    if ranks.main:
+        ema_model = ema.module.to(memory_format=torch.contiguous_format)
+        save_world_model(out_dir, ema_model, meta={**(meta or {}), "training": without_timings(summary),
+                                                   "train_config": asdict(config)})
+        log.finish(summary)
+        # The final model is in place: the resumable state has served its purpose.
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    distributed.barrier(ranks)  # no rank reports done before the model is in place
+    distributed.finish(ranks)
     return summary
