@@ -178,15 +178,15 @@ def bench_training(model_config: WorldModelConfig, args, device, variants: list[
         accel = TRAIN_VARIANTS[name]
         cfg = WorldModelTrainConfig(steps=args.iters + 2, batch_size=batch, device=str(device))
         run = Training(model_config, cfg, accel)
-        data = windows.to(device) if run.fast.data_on_device else windows
+        batches = run.memory_batches(windows.to(device) if run.fast.data_on_device else windows)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         for i in range(2):  # warm-up (compilation)
-            run.step(data, i)
+            run.step(batches, i)
         sync(device)
         start = time.perf_counter()
         for i in range(args.iters):
-            loss, _ = run.step(data, i + 2)
+            loss, _ = run.step(batches, i + 2)
         sync(device)
         sps = batch * args.iters / (time.perf_counter() - start)
         base = base or sps

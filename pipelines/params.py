@@ -130,12 +130,19 @@ class WorldModelParams:
     sampler: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     accel: dict[str, Any] = field(default_factory=dict)  # fast paths for training and imagination
+    data: dict[str, Any] = field(default_factory=dict)  # training windows from memory or streamed
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(self.channels))
         self.train_config()  # validate nested sections now, not at the end of collection
         self.model_config((-1.0,), (1.0,))
         self.accel_config()
+        self.data_config()
+
+    def data_config(self):
+        from w4rl_core.train.batches import WorldModelDataConfig
+
+        return typed(WorldModelDataConfig, self.data, "world_model.data")
 
     def accel_config(self):
         from w4rl_core.models.accel import AccelConfig

@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
     ["benchmarks/bench_store_open.py", "--episodes", "2", "--repeats", "2", "--no-append"],
     ["benchmarks/bench_bridge.py", "--requests", "8", "--clients", "1,2", "--deadline-s", "5", "--image-size", "16",
      "--no-append"],
+    ["benchmarks/bench_stream.py", "--episodes", "4", "--episode-len", "30", "--batches", "2", "--latency-batches", "1",
+     "--s3-latency-ms", "2", "--no-append"],
 ])
 def test_benchmark_runs(args):
     result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -50,6 +50,9 @@ CASES = [
     ("fidelity.episodes", 2.5, ["fidelity.episodes", "fractional"]),
     ("world_model.sampler.method", 7, ["world_model.sampler.method"]),
     ("world_model.accel.precision", "float8", ["world_model.accel", "precision"]),
+    ("world_model.data.source", "disk", ["world_model.data.source", "'memory' or 'stream'", "'disk'"]),
+    ("world_model.data.shuffle_buffer", 0, ["world_model.data", "shuffle_buffer", ">= 1"]),
+    ("world_model.data.shuffle_buffer", "big", ["world_model.data.shuffle_buffer", "valid integer"]),
     ("validate", [1, 2], ["validate must be a mapping"]),
 ]
 

@@ -1,4 +1,5 @@
-"""World model training (overfit, resume after a kill), checkpoint round trip, fidelity, ImaginedEnv."""
+"""World model training (overfit, resume after a kill, from a stream), checkpoint round trip, fidelity,
+ImaginedEnv."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 
 from conftest import make_episode, tiny_layout
 from w4rl_core.data.store import EpisodeStore
+from w4rl_core.data.stream import StreamConfig
 from w4rl_core.data.windows import load_windows
 from w4rl_core.eval.fidelity import FidelityConfig, evaluate_fidelity, moving_mask, psnr
 from w4rl_core.models.accel import AccelConfig, FastSampler
@@ -19,6 +21,7 @@ from w4rl_core.imagine.env import ImaginedEnv
 from w4rl_core.models.unet import UNetConfig
 from w4rl_core.models.world_model import WorldModel, WorldModelConfig, load_world_model, save_world_model
 from w4rl_core.train import world_model as trainer
+from w4rl_core.train.batches import StreamedWindows
 from w4rl_core.train.world_model import WorldModelTrainConfig, train_world_model
 
 
@@ -36,10 +39,24 @@ def _smooth_episode(i: int, length: int = 14):
 
 
 @pytest.fixture(scope="module")
-def windows(tmp_path_factory):
+def smooth_store(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("wm") / "s.zarr"
     EpisodeStore.create(path, tiny_layout()).append(_smooth_episode(i) for i in range(8))
-    return load_windows([str(path)], image_size=16, val_fraction=0.25, seed=0)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def windows(smooth_store):
+    return load_windows([smooth_store], image_size=16, val_fraction=0.25, seed=0)
+
+
+def _streamed(store: str, shuffle_buffer: int = 32) -> StreamedWindows:
+    """The train split `windows` holds in memory, to stream."""
+    return StreamedWindows((store,), 16, 0.25, 0, StreamConfig(shuffle_buffer=shuffle_buffer))
+
+
+def _val_only(store: str):
+    return load_windows([store], image_size=16, val_fraction=0.25, seed=0, read_train=False)[1]
 
 
 def _config(**unet):
@@ -99,6 +116,61 @@ def test_resume_after_kill_gives_the_uninterrupted_result(windows, tmp_path, mon
         curve = f"plots/metrics/{name}.tsv"
         assert (tmp_path / "a-run" / curve).read_text() == (tmp_path / "b-run" / curve).read_text(), name
     assert (tmp_path / "a/config.json").read_text() == (tmp_path / "b/config.json").read_text()
+
+
+def test_training_from_a_stream_learns_and_saves_the_model(smooth_store, tmp_path):
+    cfg = WorldModelTrainConfig(steps=40, batch_size=8, lr=2e-3, log_every=10, val_every=40, checkpoint_every=1000)
+    summary = train_world_model(_config(), cfg, _streamed(smooth_store), _val_only(smooth_store), tmp_path / "m",
+                                tmp_path / "ck", tmp_path / "c", progress=False)
+    assert summary["data_source"] == "stream" and summary["train_episodes"] == 6
+    # Measured 0.49 (the in-memory path on the same episodes: 0.48).
+    assert summary["final_loss"] < 0.7 * summary["first_loss"], summary
+    assert np.isfinite(summary["val_loss"])
+    assert json.loads((tmp_path / "c/metrics.json").read_text())["data_source"] == "stream"
+    model, meta = load_world_model(tmp_path / "m")
+    assert meta["training"]["data_source"] == "stream" and isinstance(model, WorldModel)
+
+
+def test_a_killed_streaming_run_resumes_its_weights_and_streams_a_new_epoch(smooth_store, tmp_path, monkeypatch):
+    cfg = WorldModelTrainConfig(steps=12, batch_size=4, log_every=4, val_every=100, checkpoint_every=6)
+    real_step, real_stream = trainer.Training.step, trainer.Training.window_stream
+    calls, first_epochs = {"n": 0}, []
+
+    def dying_step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 9:
+            raise KeyboardInterrupt  # killed at step 9; the last checkpoint is step 6
+        return real_step(self, *args, **kwargs)
+
+    def stream(self, train, first_epoch=0):
+        first_epochs.append(first_epoch)
+        return real_stream(self, train, first_epoch)
+
+    monkeypatch.setattr(trainer.Training, "window_stream", stream)
+    monkeypatch.setattr(trainer.Training, "step", dying_step)
+    args = (_config(), cfg, _streamed(smooth_store), _val_only(smooth_store), tmp_path / "m", tmp_path / "ck",
+            tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        train_world_model(*args, progress=False)
+    monkeypatch.setattr(trainer.Training, "step", real_step)
+    summary = train_world_model(*args, progress=False)
+    assert summary["resumed_from_step"] == 6 and summary["steps"] == 12 and np.isfinite(summary["final_loss"])
+    # The resumed stream starts after the epoch the killed run was in (6 steps x 4 windows of 72).
+    assert first_epochs == [0, 0, 1]
+    assert (tmp_path / "m/model.safetensors").exists() and not (tmp_path / "ck").exists()
+
+
+def test_the_checkpoint_fingerprint_names_the_data_source_and_stream_settings(windows, smooth_store):
+    train, _ = windows
+    cfg, accel = WorldModelTrainConfig(), AccelConfig()
+
+    def fingerprint(data) -> str:
+        return trainer._fingerprint(_config(), cfg, accel, trainer._data_identity(data))
+
+    streams = [_streamed(smooth_store, buffer).stream(3, seed=0, rank=0, world_size=1) for buffer in (32, 32, 64)]
+    assert (streams[0].n_episodes, streams[0].n_frames) == (train.n_episodes, len(train.rgb))  # the same data
+    assert fingerprint(train) != fingerprint(streams[0])
+    assert fingerprint(streams[0]) == fingerprint(streams[1]) != fingerprint(streams[2])
 
 
 def test_checkpoint_round_trip_is_safetensors_and_json(tmp_path):

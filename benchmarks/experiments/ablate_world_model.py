@@ -163,8 +163,9 @@ def main() -> None:
             run.opt = torch.optim.AdamW(groups, lr=train_config.lr)
             run.ema = torch.optim.swa_utils.AveragedModel(run.model, use_buffers=True)
         started = time.perf_counter()
+        batches = run.memory_batches(train)
         for step in range(train_config.steps):
-            run.step(train, updates_before=step)
+            run.step(batches, updates_before=step)
         seconds = time.perf_counter() - started
         return run.ema.module.eval(), p, seconds
 

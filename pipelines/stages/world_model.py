@@ -8,6 +8,7 @@ from pipelines.params import Params
 from pipelines.stages.collect import expected_stores
 from w4rl_core.atomic import write_text_atomic
 from w4rl_core.data.windows import FrameWindows, load_windows
+from w4rl_core.train.batches import StreamedWindows
 
 EPISODES_DIR = "data/episodes"
 MODEL_DIR = "data/models/world_model"
@@ -30,22 +31,33 @@ def load_fitting_world_model(params: Params, device: Any) -> tuple[Any, dict[str
     return model, meta
 
 
-def load_split(params: Params) -> tuple[FrameWindows, FrameWindows]:
+def load_split(params: Params, read_train: bool = True) -> tuple[FrameWindows, FrameWindows]:
+    """(train, val) windows of the stores in memory; read_train=False: val alone (train empty)."""
     wm = params.world_model
-    return load_windows(expected_stores(params, EPISODES_DIR), wm.image_size, wm.val_fraction, wm.split_seed)
+    return load_windows(expected_stores(params, EPISODES_DIR), wm.image_size, wm.val_fraction, wm.split_seed,
+                        read_train=read_train)
+
+
+def streamed_train(params: Params) -> StreamedWindows:
+    """The train split of the same stores `load_split` reads, to stream (world_model.data.source: stream)."""
+    wm = params.world_model
+    return StreamedWindows(tuple(expected_stores(params, EPISODES_DIR)), wm.image_size, wm.val_fraction,
+                           wm.split_seed, wm.data_config().stream_config())
 
 
 def train(params: Params, device: str | None = None, progress: bool = True) -> dict[str, Any]:
     from w4rl_core.train.world_model import train_world_model
 
-    train_windows, val_windows = load_split(params)
-    model_config = params.world_model.model_config(train_windows.action_low, train_windows.action_high)
+    streaming = params.world_model.data_config().source == "stream"
+    train_windows, val_windows = load_split(params, read_train=not streaming)  # val has the action bounds
+    model_config = params.world_model.model_config(val_windows.action_low, val_windows.action_high)
     train_config = params.world_model.train_config()
     if device:
         train_config = type(train_config)(**{**train_config.__dict__, "device": device})
     meta = {"profile": params.profile.name, "smoke_scale": params.profile.smoke_scale,
             "tasks": list(params.collect.tasks)}
-    return train_world_model(model_config, train_config, train_windows, val_windows, MODEL_DIR, CHECKPOINT_DIR,
+    train_data = streamed_train(params) if streaming else train_windows
+    return train_world_model(model_config, train_config, train_data, val_windows, MODEL_DIR, CHECKPOINT_DIR,
                              TRAINING_RUN, meta=meta, progress=progress, accel=params.world_model.accel_config())
 
 
@@ -61,7 +73,7 @@ def fidelity(params: Params, device: str | None = None) -> dict[str, Any]:
     dev = resolve_device(device or params.world_model.train.get("device", "auto"))
     model, meta = load_fitting_world_model(params, dev)
     sampler = FastSampler(model, model.config.sampler, dev, params.world_model.accel_config())
-    _, val_windows = load_split(params)
+    _, val_windows = load_split(params, read_train=False)  # held-out episodes only
     detectors = {task: load_success_detector(reward_dir(task), dev) for task in params.collect.tasks}
     extra = {"profile": params.profile.name, "smoke_scale": params.profile.smoke_scale,
              "imagination_path": sampler.label, "sampler": model.config.sampler.__dict__,

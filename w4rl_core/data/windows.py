@@ -135,10 +135,18 @@ def _resize(rgb: np.ndarray, size: int | None) -> torch.Tensor:
     return torch.cat(out)
 
 
+KEYS = ("rgb", "action", "success")
+
+
 def load_windows(
-    urls: Sequence[str], image_size: int | None = None, val_fraction: float = 0.0, seed: int = 0
+    urls: Sequence[str], image_size: int | None = None, val_fraction: float = 0.0, seed: int = 0, *,
+    read_train: bool = True,
 ) -> tuple[FrameWindows, FrameWindows]:
-    """Read stores into (train, val) FrameWindows, split by episode per (task, kind) of each store."""
+    """Read stores into (train, val) FrameWindows, split by episode per (task, kind) of each store.
+
+    read_train=False reads the val episodes alone and returns no train episode (action bounds
+    kept): the val split of data whose train frames do not fit in memory and are streamed instead
+    (w4rl_core/data/stream.py)."""
     parts: dict[str, list] = {"train": [], "val": []}
     bounds = None
     for url in urls:
@@ -147,14 +155,16 @@ def load_windows(
         if bounds is not None and b != bounds:
             raise ValueError(f"{url}: action bounds {b} differ from the other stores' {bounds}")
         bounds = b
-        arrays = store.read(0, store.n_frames, keys=("rgb", "action", "success"))
         train_ids, val_ids = split_episodes(store, val_fraction, seed)
-        for name, ids in (("train", train_ids), ("val", val_ids)):
+        # The whole store in one read when the train split is wanted (most of it, read fastest in
+        # bulk); otherwise only the val episodes' rows.
+        whole = store.read(0, store.n_frames, keys=KEYS) if read_train else None
+        for name, ids in (("train", train_ids if read_train else []), ("val", val_ids)):
             for i in ids:
                 s, e = int(store.episode_starts[i]), int(store.episode_ends[i])
+                rows = {k: a[s:e] for k, a in whole.items()} if whole is not None else store.read(s, e - s, KEYS)
                 parts[name].append(
-                    (arrays["rgb"][s:e], arrays["action"][s:e], arrays["success"][s:e],
-                     store.episode_task[i], store.episode_kind[i])
+                    (rows["rgb"], rows["action"], rows["success"], store.episode_task[i], store.episode_kind[i])
                 )
     if bounds is None:
         raise ValueError("no stores given")

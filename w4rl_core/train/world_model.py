@@ -1,7 +1,8 @@
 """Training the world model: AdamW, EMA weights, gradient clipping, the fast paths of
 `w4rl_core.models.accel` (bf16 autocast, channels_last, torch.compile, frames held on the device;
 by default on CUDA only), periodic safetensors checkpoints and resume after a kill, seeded, loss
-curves and the run summary through DVCLive (w4rl_core/train/tracking.py)."""
+curves and the run summary through DVCLive (w4rl_core/train/tracking.py). Training windows come
+from memory or from a stream of the stores (w4rl_core/train/batches.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -17,11 +19,13 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
 
+from w4rl_core.data.stream import WindowStream
 from w4rl_core.data.windows import FrameWindows
 from w4rl_core.models.accel import AccelConfig
 from w4rl_core.models.world_model import WorldModel, WorldModelConfig, save_world_model
 from w4rl_core.progress import progress_bar
 from w4rl_core.train import distributed
+from w4rl_core.train.batches import Batch, StreamedWindows, memory_batches, streamed_batches
 from w4rl_core.train.checkpoint import load_optimizer, load_state, optimizer_tensors, save_state
 from w4rl_core.train.tracking import CurveLog, without_timings
 
@@ -99,6 +103,14 @@ def _fingerprint(*configs: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _data_identity(data: FrameWindows | WindowStream) -> dict[str, Any]:
+    """The training data as a checkpoint's fingerprint sees it: its source and size, and for a
+    stream its settings (they change the order windows come in, hence the run)."""
+    if isinstance(data, FrameWindows):
+        return {"source": "memory", "episodes": data.n_episodes, "frames": len(data.rgb)}
+    return {"source": "stream", "episodes": data.n_episodes, "frames": data.n_frames, **asdict(data.config)}
+
+
 @torch.no_grad()
 def validation_loss(model: WorldModel, windows: FrameWindows, batches: int, batch_size: int, device, seed: int = 1234) -> float:
     """Mean loss over fixed batches (fixed windows and noise): comparable across steps."""
@@ -153,16 +165,29 @@ class Training:
         self.noise_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
         self.t = model_config.context_frames
 
-    def step(self, windows: FrameWindows, updates_before: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step on a fresh batch -> (loss, grad norm) as device tensors (no sync).
+    def memory_batches(self, windows: FrameWindows) -> Iterator[Batch]:
+        """Batches of windows held in memory, drawn with `batch_gen` (checkpointed with the run)."""
+        return memory_batches(windows, self.config.batch_size, self.t + 1, self.batch_gen, self.device,
+                              self.ranks.shard)
+
+    def window_stream(self, train: StreamedWindows, first_epoch: int = 0) -> WindowStream:
+        """This rank's stream of training windows, its order seeded by the run's seed."""
+        return train.stream(self.t + 1, self.config.seed, self.ranks.rank, self.ranks.world, first_epoch)
+
+    def stream_batches(self, stream: WindowStream) -> Iterator[Batch]:
+        """Batches of streamed windows: this rank's part of the global batch, from its share of the data."""
+        return streamed_batches(stream, self.config.batch_size // self.ranks.world, self.device)
+
+    def step(self, batches: Iterator[Batch], updates_before: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on the next batch of `batches` (`memory_batches` or `stream_batches`)
+        -> (loss, grad norm) as device tensors (no sync).
         Data-parallel: this rank's part of the global batch and its loss; the update is global."""
         for group in self.opt.param_groups:
             group["lr"] = self.config.lr_at(updates_before)
-        shard = self.ranks.shard
-        frames, actions, _ = windows.sample(self.config.batch_size, self.t + 1, self.batch_gen, self.device,
-                                            shard=shard)
+        frames, actions, _ = next(batches)
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.mixed):
-            loss, _ = self.denoiser(frames, self.model.encode_actions(actions[:, : self.t]), self.noise_gen, shard)
+            loss, _ = self.denoiser(frames, self.model.encode_actions(actions[:, : self.t]), self.noise_gen,
+                                    self.ranks.shard)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
@@ -174,7 +199,7 @@ class Training:
 def train_world_model(
     model_config: WorldModelConfig,
     config: WorldModelTrainConfig,
-    train: FrameWindows,
+    train: FrameWindows | StreamedWindows,
     val: FrameWindows,
     out_dir: str | os.PathLike[str],
     checkpoint_dir: str | os.PathLike[str],
@@ -183,16 +208,23 @@ def train_world_model(
     progress: bool = True,
     accel: AccelConfig | None = None,
 ) -> dict[str, Any]:
+    """Train on `train` (windows in memory, or the train split of stores to stream: StreamedWindows),
+    validate on `val` (in memory either way), write the EMA model to `out_dir` -> the run summary."""
     accel = accel or AccelConfig()
     ranks = distributed.init(resolve_device(config.device).type)  # one process unless under torchrun
     run = Training(model_config, config, accel, ranks)
     model, ema, opt, device = run.model, run.ema, run.opt, run.device
     if run.fast.data_on_device:  # gather windows on the device: no host gather + copy per batch
-        train, val = train.to(device), val.to(device)
+        val = val.to(device)
+        if isinstance(train, FrameWindows):
+            train = train.to(device)
+    streaming = isinstance(train, StreamedWindows)
+    data = run.window_stream(train) if streaming else train  # a stream's index: metadata, no frames yet
     batch_gen, noise_gen = run.batch_gen, run.noise_gen
     # The world size is not part of the run's identity: the global batch, its picks and its noise do
-    # not depend on it, so a run killed on N processes resumes on M.
-    fingerprint = _fingerprint(model_config, config, accel, train.n_episodes, len(train.rgb))
+    # not depend on it, so a run killed on N processes resumes on M. (A stream's order does depend on
+    # it, but a resumed stream never continues the killed one's order anyway: below.)
+    fingerprint = _fingerprint(model_config, config, accel, _data_identity(data))
 
     step, curve = 0, []
     resumed = load_state(checkpoint_dir)
@@ -206,6 +238,14 @@ def train_world_model(
         step, curve = m["step"], m["curve"]
     distributed.check_agree(step, "the step to resume from", ranks, device)
     start_step = step
+    if streaming and start_step:
+        # The killed run's shuffle buffers and read-ahead are gone, so its stream cannot be picked up
+        # where it was: the resumed one starts at the epoch after the one being read, in a new order
+        # (weights, optimizer and step are restored). A resumed streaming run is therefore not
+        # bit-identical to an uninterrupted one; but a run resumed again and again does not replay
+        # the start of epoch 0 each time, which a restarted stream would.
+        data = run.window_stream(train, first_epoch=start_step * config.batch_size // data.n_windows + 1)
+    batches = run.stream_batches(data) if streaming else run.memory_batches(data)
     # Rank 0 alone writes curves, checkpoints and the model; a resumed run's curve starts as saved.
     log = CurveLog(curve_dir, replay=curve) if ranks.main else None
 
@@ -222,7 +262,7 @@ def train_world_model(
                        enabled=progress and ranks.main)
     running = []
     while step < config.steps:
-        loss, grad_norm = run.step(train, updates_before=step)
+        loss, grad_norm = run.step(batches, updates_before=step)
         step += 1
         running.append(loss)  # a device tensor: read (one sync) only when a row is logged
         bar.update(1)
@@ -253,7 +293,8 @@ def train_world_model(
         "final_loss": curve[-1]["loss"] if curve else None,
         "first_loss": curve[0]["loss"] if curve else None,
         "val_loss": next((r["val_loss"] for r in reversed(curve) if "val_loss" in r), None),
-        "train_episodes": train.n_episodes,
+        "data_source": "stream" if streaming else "memory",
+        "train_episodes": data.n_episodes,
         "val_episodes": val.n_episodes,
     }
     if ranks.main:
