@@ -472,11 +472,15 @@ def flows_retrain(
     push_data: Annotated[bool, typer.Option("--push/--no-push")] = True,
     branch: Annotated[Optional[str], typer.Option(help="Commit the run's dvc.lock and metrics on this "
                                                         "branch and push it (none: commit nothing).")] = None,
+    branches_on: Annotated[Optional[str], typer.Option(
+        help="Run each task's branch as a flow run of this deployment of the `branch` flow (e.g. branch/branch) "
+             "on its work pool's workers; needs a DVC remote they share (docs/scaling.md).")] = None,
 ) -> None:
     """Run the retraining flow once, now."""
     from pipelines import flows
 
-    result = flows.retrain(repo=str(repo), pull_data=pull_data, push_data=push_data, branch=branch)
+    result = flows.retrain(repo=str(repo), pull_data=pull_data, push_data=push_data, branch=branch,
+                           branches_on=branches_on)
     typer.echo(result["promoted"])
 
 

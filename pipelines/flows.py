@@ -17,7 +17,7 @@ import json
 import os
 import subprocess
 import sys
-from collections import deque
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -33,10 +33,10 @@ STAGE_TIMEOUT_S = 6 * 3600  # one DVC stage; the GPU profile's world model is th
 
 def _run(cmd: list[str], repo: Path) -> str:
     """Run a command in the workspace with its output streamed, line by line as it comes, into the
-    Prefect run log; a failure fails the task with the output's tail."""
+    Prefect run log; a failure fails the task with the output's tail. Returns the output."""
     logger = get_run_logger()
     logger.info("$ %s", " ".join(cmd))
-    tail: deque[str] = deque(maxlen=200)
+    lines: list[str] = []
     with subprocess.Popen(cmd, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           bufsize=1) as proc:
         assert proc.stdout is not None
@@ -44,10 +44,10 @@ def _run(cmd: list[str], repo: Path) -> str:
             line = line.rstrip()
             if line:
                 logger.info(line)
-                tail.append(line)
+                lines.append(line)
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n" + "\n".join(list(tail)[-40:]))
-    return "\n".join(tail)
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n" + "\n".join(lines[-40:]))
+    return "\n".join(lines)
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -69,6 +69,54 @@ def stage_order(repo: Path) -> list[str]:
         return [stage.name for stage in reversed(list(nx.topological_sort(graph)))]
 
 
+@dataclass(frozen=True)
+class BranchPlan:
+    """The DAG cut for fanning out: `before` runs on the coordinator (shared stages: collection,
+    BC and rollouts, which feed the one world model, and the world model), `branches[item]` names
+    the last per-item stages (`refine@<task>`); a worker's `dvc repro <targets>` restores everything
+    upstream of them from the run-cache and runs the rest of its branch."""
+
+    before: list[str]
+    branches: dict[str, list[str]]
+
+
+def branch_plan(repo: Path, after: str = "train_world_model") -> BranchPlan:
+    """Per-item (foreach) stages that depend on `after`, grouped by item, from DVC's own graph."""
+    import networkx as nx
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as dvc_repo:
+        graph = dvc_repo.index.graph  # edges point from a stage to the stages it depends on
+        by_name = {stage.name: stage for stage in graph.nodes}
+        if after not in by_name:
+            raise ValueError(f"{repo}/dvc.yaml: no stage named {after!r} to fan out after")
+        dependents = nx.ancestors(graph, by_name[after])
+        branch = {st for st in dependents if "@" in st.name}
+        groups: dict[str, set] = {}
+        for st in branch:
+            groups.setdefault(st.name.split("@", 1)[1], set()).add(st)
+        branches = {item: sorted(st.name for st in group if not (nx.ancestors(graph, st) & group))
+                    for item, group in sorted(groups.items())}
+        upstream = set().union(*(nx.descendants(graph, st) for st in branch)) - branch if branch else set()
+        order = [st for st in reversed(list(nx.topological_sort(graph))) if st in upstream]
+        return BranchPlan(before=[st.name for st in order], branches=branches)
+
+
+def _require_pushed_code(repo: Path) -> tuple[str, str]:
+    """(origin URL, HEAD) after checking that workers can check out exactly what runs here: the
+    stage definitions, params and code committed, and the commit on origin."""
+    if _git(repo, "status", "--porcelain", "--untracked-files=no", "--", "dvc.yaml", "params.yaml",
+            "pipelines", "w4rl_core"):
+        raise RuntimeError(f"{repo}: uncommitted changes to dvc.yaml, params.yaml or code; workers run the "
+                           "commit, so commit and push them first")
+    origin = _git(repo, "remote", "get-url", "origin")
+    commit = _git(repo, "rev-parse", "HEAD")
+    _git(repo, "fetch", "-q", "origin")
+    if not _git(repo, "branch", "-r", "--contains", commit):
+        raise RuntimeError(f"{repo}: commit {commit[:12]} is not on origin ({origin}); push it first")
+    return origin, commit
+
+
 @task(retries=2, retry_delay_seconds=10, timeout_seconds=3600)
 def pull(repo: Path) -> None:
     if _has_remote(repo):
@@ -77,8 +125,20 @@ def pull(repo: Path) -> None:
 
 
 @task(retries=1, retry_delay_seconds=5, timeout_seconds=STAGE_TIMEOUT_S, task_run_name="dvc repro {stage}")
-def repro(repo: Path, stage: str) -> None:
-    _run(["dvc", "repro", "--single-item", stage], repo)
+def repro(repo: Path, stage: str, pull: bool = False) -> str:
+    """One stage. pull: restore it from the remote's run-cache when a worker already ran it
+    (`--pull` fetches the outputs of a run-cache hit; the run entries come from `pull_run_cache`)."""
+    return _run(["dvc", "repro", "--single-item", *(["--pull"] if pull else []), stage], repo)
+
+
+@task(retries=2, retry_delay_seconds=10, timeout_seconds=600)
+def pull_run_cache(repo: Path) -> None:
+    """The remote's run-cache entries and the uncached outputs they name (pipelines/run_cache.py),
+    not what the committed dvc.lock names (`dvc fetch --run-cache` would fetch that too, which a
+    worker does not need)."""
+    from pipelines.run_cache import pull_runs
+
+    get_run_logger().info("run-cache: %d uncached outputs fetched", pull_runs(repo))
 
 
 def _cli(*args: str) -> list[str]:
@@ -115,8 +175,11 @@ def push_tags(repo: Path) -> None:
 @task(retries=2, retry_delay_seconds=10, timeout_seconds=3600)
 def push(repo: Path) -> None:
     if _has_remote(repo):
+        from pipelines.run_cache import push_uncached_outputs
+
         # --run-cache: another machine that checks out the commit gets the stage runs, not only outputs
         _run(["dvc", "push", "--run-cache"], repo)
+        get_run_logger().info("run-cache: %d uncached outputs pushed", push_uncached_outputs(repo))
 
 
 @task(timeout_seconds=600)
@@ -155,18 +218,100 @@ def publish_artifacts(decision: dict[str, Any], promoted: str, commit: str | Non
         description="gate verdicts, promotion and the HTML report of this run")
 
 
+@task(retries=2, retry_delay_seconds=10, timeout_seconds=1800)
+def checkout_commit(checkout: Path, origin: str, commit: str) -> None:
+    """The worker's own clone of origin at `commit` (made once; its data and DVC cache stay between
+    runs, so a later branch restores what this worker already holds without downloading it)."""
+    if not (checkout / ".git").exists():
+        checkout.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["git", "clone", "-q", "--no-checkout", origin, str(checkout)], check=True,
+                       capture_output=True, text=True)
+    _git(checkout, "fetch", "-q", "origin")
+    _git(checkout, "checkout", "-q", "--force", "--detach", commit)
+
+
+@task(retries=1, retry_delay_seconds=5, timeout_seconds=4 * STAGE_TIMEOUT_S)
+def repro_branch(checkout: Path, targets: list[str]) -> str:
+    # --pull: upstream stages (collection, BC, the world model) are run-cache hits whose outputs
+    # come from the remote; the branch's own stages run here.
+    return _run(["dvc", "repro", "--pull", *targets], checkout)
+
+
+@flow(name="branch", log_prints=True, retries=1, retry_delay_seconds=30)
+def run_branch(origin: str, commit: str, targets: list[str]) -> dict[str, Any]:
+    """One per-task branch (the classifier and refinement of a task; see `branch_plan`) on a worker of
+    the branch work pool, in the worker's own checkout (`$W4RL_CHECKOUT`): check out the commit the
+    coordinator runs, take upstream outputs from the shared DVC remote's run-cache, run the branch,
+    push its outputs and run-cache for the coordinator to restore."""
+    checkout = Path(os.environ.get("W4RL_CHECKOUT", "w4rl-checkout")).resolve()
+    checkout_commit(checkout, origin, commit)
+    pull_run_cache(checkout)
+    out = repro_branch(checkout, targets)
+    push(checkout)
+    ran = [line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage '")]
+    return {"targets": targets, "commit": commit, "checkout": str(checkout), "ran": ran}
+
+
+def fan_out(root: Path, deployment: str) -> dict[str, dict[str, Any]]:
+    """Run the shared stages here, each task's branch as a flow run of `deployment` (a work pool's
+    workers pick them up, one per worker at a time), then fetch the run-cache they pushed. Returns,
+    per task, the branch's flow run id, final state and the stages it ran (from its run log)."""
+    from prefect.deployments import run_deployment
+    from prefect.flow_runs import wait_for_flow_run
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    if not _has_remote(root):
+        raise RuntimeError(f"{root}: fanning out needs a DVC remote the workers share (dvc remote add -d)")
+    origin, commit = _require_pushed_code(root)
+    plan = branch_plan(root)
+    for stage in plan.before:
+        repro(root, stage)
+    push(root)  # the shared stages' outputs and runs: what each worker restores instead of running
+    runs = {item: run_deployment(deployment, parameters={"origin": origin, "commit": commit, "targets": targets},
+                                 timeout=0, flow_run_name=f"branch {item}")
+            for item, targets in plan.branches.items()}
+    done = {item: run_coro_as_sync(wait_for_flow_run(run.id, timeout=4 * STAGE_TIMEOUT_S))
+            for item, run in runs.items()}
+    failed = {item: run.state.name for item, run in done.items() if not run.state.is_completed()}
+    if failed:
+        raise RuntimeError(f"branches did not complete: {failed}")
+    pull_run_cache(root)
+    return {item: {"flow_run": str(run.id), "state": run.state.name, "ran": _stages_ran(run.id)}
+            for item, run in done.items()}
+
+
+def _stages_ran(flow_run_id) -> list[str]:
+    """The stages DVC ran (not restored) in a flow run, from its log on the Prefect server."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    async def read() -> list[str]:
+        async with get_client() as client:
+            flt = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+            messages: list[str] = []
+            while page := await client.read_logs(log_filter=flt, limit=200, offset=len(messages)):
+                messages += [log.message for log in page]
+            return messages
+
+    return [m.split("'")[1] for m in run_coro_as_sync(read()) if m.startswith("Running stage '")]
+
+
 @flow(name="retrain", log_prints=True)
 def retrain(repo: str = ".", pull_data: bool = True, push_data: bool = True,
-            branch: str | None = None) -> dict[str, Any]:
+            branch: str | None = None, branches_on: str | None = None) -> dict[str, Any]:
     """Reproduce the pipeline, commit and push its record, promote what the gate passed, report.
     With `branch` None (the default; the deployment sets `retrain`) nothing is committed: a run in
-    a developer's checkout never switches its branch or commits its edits."""
+    a developer's checkout never switches its branch or commits its edits. With `branches_on` (a
+    deployment of the `branch` flow, e.g. "branch/w4rl-branch") each task's branch runs on that
+    deployment's work pool and this run restores it from the DVC remote's run-cache."""
     root = Path(repo).resolve()
     if pull_data:
         pull(root)
     stages = stage_order(root)
+    branches = fan_out(root, branches_on) if branches_on else {}
     for stage in stages:
-        repro(root, stage)
+        repro(root, stage, pull=bool(branches))
     decision = json.loads((root / GATE_RECORD).read_text())
     committed = commit_run(root, branch) if branch else {"commit": None, "branch": None}
     if push_data:
@@ -176,7 +321,7 @@ def retrain(repo: str = ".", pull_data: bool = True, push_data: bool = True,
         push_tags(root)
     report(root)
     publish_artifacts(decision, promoted, committed["commit"], root)
-    return {"stages": stages, "gate": decision, **committed, "promoted": promoted}
+    return {"stages": stages, "gate": decision, **committed, "promoted": promoted, "branches": branches}
 
 
 def deployment_spec(path: Path = PREFECT_YAML, name: str = "retrain-nightly") -> dict[str, Any]:
