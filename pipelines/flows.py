@@ -280,8 +280,8 @@ def fan_out(root: Path, deployment: str) -> dict[str, dict[str, Any]]:
             for item, run in done.items()}
 
 
-def _stages_ran(flow_run_id) -> list[str]:
-    """The stages DVC ran (not restored) in a flow run, from its log on the Prefect server."""
+def flow_run_logs(flow_run_id) -> list[str]:
+    """Every log message of a flow run, in order, from the Prefect server."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
     from prefect.utilities.asyncutils import run_coro_as_sync
@@ -294,7 +294,12 @@ def _stages_ran(flow_run_id) -> list[str]:
                 messages += [log.message for log in page]
             return messages
 
-    return [m.split("'")[1] for m in run_coro_as_sync(read()) if m.startswith("Running stage '")]
+    return run_coro_as_sync(read())
+
+
+def _stages_ran(flow_run_id) -> list[str]:
+    """The stages DVC ran (not restored) in a flow run, from its log."""
+    return [m.split("'")[1] for m in flow_run_logs(flow_run_id) if m.startswith("Running stage '")]
 
 
 @flow(name="retrain", log_prints=True)

@@ -84,29 +84,13 @@ def workers(prefect_api, tmp_path):
         proc.wait(30)
 
 
-def flow_run_logs(flow_run_id) -> list[str]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-    from prefect.utilities.asyncutils import run_coro_as_sync
-
-    async def read() -> list[str]:
-        async with get_client() as client:
-            flt = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
-            messages: list[str] = []
-            while page := await client.read_logs(log_filter=flt, limit=200, offset=len(messages)):
-                messages += [log.message for log in page]
-            return messages
-
-    return run_coro_as_sync(read())
-
-
 @pytest.mark.timeout(1200)
 def test_retrain_fans_the_task_branches_out_to_workers_end_to_end(coordinator, workers, monkeypatch):
     """The retrain flow, end to end, with each task's branch on the work pool: the branches run
     once on the workers, the coordinator restores them, commits, pushes, promotes and reports."""
     from prefect.artifacts import Artifact
 
-    from pipelines.flows import branch_plan, retrain
+    from pipelines.flows import branch_plan, flow_run_logs, retrain
 
     monkeypatch.setenv("PATH", tool_env()["PATH"])
     plan = branch_plan(coordinator)

@@ -48,7 +48,7 @@ import zarr
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from w4rl_core.data.store import EpisodeStore, split_episodes
-from w4rl_core.data.windows import _resize
+from w4rl_core.data.windows import _resize, same_action_bounds
 
 #: The arrays a training window needs, in the order a window holds them.
 KEYS = ("rgb", "action", "success")
@@ -185,10 +185,7 @@ class WindowStream(IterableDataset):
         bounds = None
         for s, url in enumerate(self.urls):
             store = EpisodeStore.open(url)
-            b = (tuple(store.attrs["action_low"]), tuple(store.attrs["action_high"]))
-            if bounds is not None and b != bounds:
-                raise ValueError(f"{url}: action bounds {b} differ from the other stores' {bounds}")
-            bounds = b
+            bounds = same_action_bounds(store, url, bounds)
             train_ids, _ = split_episodes(store, val_fraction, split_seed)
             starts, ends = store.episode_starts, store.episode_ends
             episodes += [StreamEpisode(s, int(i), int(starts[i]), int(ends[i])) for i in train_ids

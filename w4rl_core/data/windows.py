@@ -138,6 +138,15 @@ def _resize(rgb: np.ndarray, size: int | None) -> torch.Tensor:
 KEYS = ("rgb", "action", "success")
 
 
+def same_action_bounds(store: EpisodeStore, url: str, bounds: tuple | None) -> tuple:
+    """The store's (action_low, action_high), refused if they differ from `bounds` (those of the
+    stores read before it; None for the first): one model cannot encode two action spaces."""
+    b = (tuple(store.attrs["action_low"]), tuple(store.attrs["action_high"]))
+    if bounds is not None and b != bounds:
+        raise ValueError(f"{url}: action bounds {b} differ from the other stores' {bounds}")
+    return b
+
+
 def load_windows(
     urls: Sequence[str], image_size: int | None = None, val_fraction: float = 0.0, seed: int = 0, *,
     read_train: bool = True,
@@ -151,10 +160,7 @@ def load_windows(
     bounds = None
     for url in urls:
         store = EpisodeStore.open(url)
-        b = (tuple(store.attrs["action_low"]), tuple(store.attrs["action_high"]))
-        if bounds is not None and b != bounds:
-            raise ValueError(f"{url}: action bounds {b} differ from the other stores' {bounds}")
-        bounds = b
+        bounds = same_action_bounds(store, url, bounds)
         train_ids, val_ids = split_episodes(store, val_fraction, seed)
         # The whole store in one read when the train split is wanted (most of it, read fastest in
         # bulk); otherwise only the val episodes' rows.
