@@ -9,6 +9,10 @@ decision as a table, the report as markdown).
 The deployment (prefect.yaml) pulls the code it runs (git step), sets the worker's environment
 (job_variables) and allows one run at a time (concurrency_limit: a new run is cancelled while one
 is in progress, so two runs never share the worker's checkout).
+
+Fanned out (`retrain(branches_on=...)`, docs/scaling.md): the shared stages run here, each task's
+branch (`branch_plan`) runs as a flow run of the `branch` deployment on a work pool's workers, each
+in its own checkout, and this run restores the branches from the shared DVC remote's run-cache.
 """
 
 from __future__ import annotations
@@ -179,7 +183,8 @@ def push(repo: Path) -> None:
 
         # --run-cache: another machine that checks out the commit gets the stage runs, not only outputs
         _run(["dvc", "push", "--run-cache"], repo)
-        get_run_logger().info("run-cache: %d uncached outputs pushed", push_uncached_outputs(repo))
+        pushed, absent = push_uncached_outputs(repo)
+        get_run_logger().info("run-cache: %d uncached outputs pushed (%d not in the local cache)", pushed, absent)
 
 
 @task(timeout_seconds=600)

@@ -32,19 +32,19 @@ def _files_of(dvc_repo, objs: set) -> set:
     return files
 
 
-def push_uncached_outputs(repo: Path) -> int:
-    """Push the `cache: false` outputs of every stage in dvc.lock to the default remote; returns
-    how many objects the remote did not have."""
+def push_uncached_outputs(repo: Path) -> tuple[int, int]:
+    """Push the `cache: false` outputs of every stage in dvc.lock to the default remote ->
+    (objects pushed, objects not in the local cache). The latter are outputs of runs that did not
+    happen here (checked out from git, or a stage DVC keeps no run entry for): not an error, the
+    run-cache cannot restore them anywhere and DVC recomputes those stages, as without this."""
     from dvc.repo import Repo
 
     with Repo(str(repo)) as dvc_repo:
         objs = {out.hash_info for stage in dvc_repo.index.stages for out in stage.outs
                 if not out.use_cache and out.hash_info}
-        result = dvc_repo.cloud.push(objs | _files_of(dvc_repo, objs))
-        if result.failed:
-            raise RuntimeError(f"{repo}: {len(result.failed)} uncached outputs could not be pushed "
-                               "(missing from the local cache)")
-        return len(result.transferred)
+        local = {hi for hi in objs if dvc_repo.cache.local.exists(hi.value)}
+        result = dvc_repo.cloud.push(local | _files_of(dvc_repo, local))
+        return len(result.transferred), len(objs - local)
 
 
 def pull_runs(repo: Path) -> int:
