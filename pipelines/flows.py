@@ -253,8 +253,7 @@ def run_branch(origin: str, commit: str, targets: list[str]) -> dict[str, Any]:
     pull_run_cache(checkout)
     out = repro_branch(checkout, targets)
     push(checkout)
-    ran = [line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage '")]
-    return {"targets": targets, "commit": commit, "checkout": str(checkout), "ran": ran}
+    return {"targets": targets, "commit": commit, "checkout": str(checkout), "ran": stages_ran(out.splitlines())}
 
 
 def fan_out(root: Path, deployment: str) -> dict[str, dict[str, Any]]:
@@ -281,7 +280,7 @@ def fan_out(root: Path, deployment: str) -> dict[str, dict[str, Any]]:
     if failed:
         raise RuntimeError(f"branches did not complete: {failed}")
     pull_run_cache(root)
-    return {item: {"flow_run": str(run.id), "state": run.state.name, "ran": _stages_ran(run.id)}
+    return {item: {"flow_run": str(run.id), "state": run.state.name, "ran": stages_ran(flow_run_logs(run.id))}
             for item, run in done.items()}
 
 
@@ -302,9 +301,9 @@ def flow_run_logs(flow_run_id) -> list[str]:
     return run_coro_as_sync(read())
 
 
-def _stages_ran(flow_run_id) -> list[str]:
-    """The stages DVC ran (not restored) in a flow run, from its log."""
-    return [m.split("'")[1] for m in flow_run_logs(flow_run_id) if m.startswith("Running stage '")]
+def stages_ran(lines: list[str]) -> list[str]:
+    """The stages DVC ran (not restored from its cache) according to its output lines."""
+    return [line.split("'")[1] for line in lines if line.startswith("Running stage '")]
 
 
 @flow(name="retrain", log_prints=True)

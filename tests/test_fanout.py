@@ -90,7 +90,7 @@ def test_retrain_fans_the_task_branches_out_to_workers_end_to_end(coordinator, w
     once on the workers, the coordinator restores them, commits, pushes, promotes and reports."""
     from prefect.artifacts import Artifact
 
-    from pipelines.flows import branch_plan, flow_run_logs, retrain
+    from pipelines.flows import branch_plan, flow_run_logs, retrain, stages_ran
 
     monkeypatch.setenv("PATH", tool_env()["PATH"])
     plan = branch_plan(coordinator)
@@ -115,7 +115,7 @@ def test_retrain_fans_the_task_branches_out_to_workers_end_to_end(coordinator, w
     # The coordinator restored the branches from the run-cache and ran none of them; its stages'
     # output reached the run log line by line.
     messages = flow_run_logs(state.state_details.flow_run_id)
-    coordinator_ran = [m.split("'")[1] for m in messages if m.startswith("Running stage '")]
+    coordinator_ran = stages_ran(messages)
     assert "train_world_model" in coordinator_ran and "gate" in coordinator_ran
     assert not [s for s in coordinator_ran if s.split("@")[0] in ("train_reward", "refine")], coordinator_ran
     for task in TASKS:
