@@ -99,8 +99,8 @@ def data_validate(
     params: ParamsOpt = DEFAULT_PARAMS,
 ) -> None:
     """Check stores against the schemas. Exit 0 if all are valid, 1 otherwise (report names each problem)."""
+    from pipelines.paths import expected_stores
     from pipelines.stages import validate as stage
-    from pipelines.stages.collect import expected_stores
 
     p = _params(params)
     typer.echo(p.profile.banner, err=True)
@@ -209,6 +209,7 @@ def train_world_model(params: ParamsOpt = DEFAULT_PARAMS, device: DeviceOpt = No
 def eval_fidelity(params: ParamsOpt = DEFAULT_PARAMS, device: DeviceOpt = None) -> None:
     """Imagined episodes from held-out episode starts with the recorded actions: PSNR (full frame and
     moving pixels) and SSIM per horizon vs copying the last frame, detector agreement."""
+    from pipelines.paths import FIDELITY_METRICS, FIDELITY_REPORT
     from pipelines.stages import world_model as stage
 
     p = _params(params)
@@ -221,7 +222,7 @@ def eval_fidelity(params: ParamsOpt = DEFAULT_PARAMS, device: DeviceOpt = None) 
             typer.echo(f"{metric:<12} {name:<16} {cells}")
     agree = m["classifier_agreement"]
     typer.echo(f"detector agreement imagined vs real: frames {agree['frame']}, episodes {agree['episode']}")
-    typer.echo(f"metrics: {stage.FIDELITY_METRICS}; report, strips and GIFs: {stage.FIDELITY_REPORT}/")
+    typer.echo(f"metrics: {FIDELITY_METRICS}; report, strips and GIFs: {FIDELITY_REPORT}/")
 
 
 TaskOpt = Annotated[str, typer.Option(help="Meta-World v3 task, one of collect.tasks.")]
@@ -362,6 +363,7 @@ app.add_typer(registry_app, name="registry")
 @app.command()
 def gate(params: ParamsOpt = DEFAULT_PARAMS) -> None:
     """The gate stage of dvc.yaml: apply the promotion rules to the metric files, write metrics/gate.json."""
+    from pipelines.paths import GATE_RECORD
     from pipelines.stages import gate as stage
 
     p = _params(params)
@@ -371,7 +373,7 @@ def gate(params: ParamsOpt = DEFAULT_PARAMS) -> None:
         typer.echo(f"{task}: {'PROMOTE' if verdict['promote'] else 'REFUSE'}")
         for rule in verdict["rules"]:
             typer.echo(f"  [{'pass' if rule['passed'] else 'FAIL'}] {rule['rule']}: {rule['reason']}")
-    typer.echo(f"decision record: {stage.GATE_RECORD}")
+    typer.echo(f"decision record: {GATE_RECORD}")
 
 
 @app.command()

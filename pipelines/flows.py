@@ -29,8 +29,8 @@ from typing import Any
 import yaml
 from prefect import flow, get_run_logger, task
 
-GATE_RECORD = "metrics/gate.json"  # written by the gate stage of dvc.yaml
-RUN_REPORT = "reports/run/index.html"
+from pipelines.paths import GATE_RECORD, RUN_REPORT  # written by the gate stage and `w4rl report`
+
 PREFECT_YAML = Path(__file__).resolve().parents[1] / "prefect.yaml"
 STAGE_TIMEOUT_S = 6 * 3600  # one DVC stage; the GPU profile's world model is the longest (~1 h)
 
@@ -212,7 +212,7 @@ def publish_artifacts(decision: dict[str, Any], promoted: str, commit: str | Non
     rows = [{"task": t, "rule": r["rule"], "value": r["value"], "threshold": r["threshold"],
              "passed": r["passed"], "verdict": "PROMOTE" if v["promote"] else "REFUSE"}
             for t, v in decision["tasks"].items() for r in v["rules"]]
-    create_table_artifact(key="gate-decision", table=rows, description="metrics/gate.json of this run")
+    create_table_artifact(key="gate-decision", table=rows, description=f"{GATE_RECORD} of this run")
     verdicts = "\n".join(f"- **{t}**: {'PROMOTE' if v['promote'] else 'REFUSE'}"
                           + (f" (failed: {', '.join(v['failed_rules'])})" if v["failed_rules"] else "")
                           for t, v in decision["tasks"].items())

@@ -188,6 +188,7 @@ def test_promote_refuses_a_candidate_that_regresses_against_the_promoted_policy(
     from pathlib import Path
 
     from pipelines.params import load_params
+    from pipelines.paths import FIDELITY_METRICS, GATE_RECORD, POLICY_METRICS, refined_dir
     from pipelines.stages import gate as stage
 
     root = Path(__file__).resolve().parents[1]
@@ -199,14 +200,14 @@ def test_promote_refuses_a_candidate_that_regresses_against_the_promoted_policy(
     incumbent = Registry("registry").register(_policy_dir(tmp_path, seed=5),
                                               {**RECORD, "metrics": {"refined": {"success_rate": 0.9}}})
     Registry("registry").promote(TASK, incumbent["policy_id"], after=0)
-    save_policy(Path(stage.refined_dir(TASK)), GaussianPolicy(PolicyConfig((-1.0,) * 4, (1.0,) * 4,
-                                                                           CNNConfig(image_size=16, channels=(8,)))))
+    save_policy(Path(refined_dir(TASK)), GaussianPolicy(PolicyConfig((-1.0,) * 4, (1.0,) * 4,
+                                                                     CNNConfig(image_size=16, channels=(8,)))))
     Path("metrics").mkdir()
-    Path("metrics/fidelity.json").write_text(json.dumps(fidelity(30.0)))
-    Path("metrics/policy.json").write_text(json.dumps(policy(0.1, 0.5)))
+    Path(FIDELITY_METRICS).write_text(json.dumps(fidelity(30.0)))
+    Path(POLICY_METRICS).write_text(json.dumps(policy(0.1, 0.5)))
     Path("dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
     stage.gate(params)
-    assert json.loads(Path(stage.GATE_RECORD).read_text())["tasks"][TASK]["promote"]  # the stage passed it
+    assert json.loads(Path(GATE_RECORD).read_text())["tasks"][TASK]["promote"]  # the stage passed it
     with pytest.raises(stage.PromotionRefused, match=f"{TASK}: .*promoted 0.9"):
         stage.promote(params, root / "params.yaml")
     assert len(Registry("registry").records()) == 1 and Registry("registry").head(TASK)[0] == 1

@@ -29,7 +29,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from pipelines.params import load_params  # noqa: E402
-from pipelines.stages.collect import expected_stores  # noqa: E402
+from pipelines.paths import EPISODES_DIR, expected_stores  # noqa: E402
 from w4rl_core.data.windows import load_windows  # noqa: E402
 from w4rl_core.eval.fidelity import FidelityConfig, fidelity_metrics  # noqa: E402
 from w4rl_core.models import accel as accel_mod  # noqa: E402
@@ -136,7 +136,7 @@ def main() -> None:
     args = ap.parse_args()
     params = load_params(args.params)
     wm = params.world_model
-    stores = [f"{args.root}/{s}" for s in expected_stores(params, "data/episodes")]
+    stores = [f"{args.root}/{s}" for s in expected_stores(params, EPISODES_DIR)]
     train, val = load_windows(stores, wm.image_size, wm.val_fraction, wm.split_seed)
     fid = FidelityConfig(horizon=params.episode_horizon, episodes=params.fidelity.episodes, seed=params.fidelity.seed)
     trained: dict[str, object] = {}

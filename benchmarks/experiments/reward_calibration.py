@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from pipelines.params import load_params  # noqa: E402
-from pipelines.stages.collect import store_path  # noqa: E402
+from pipelines.paths import EPISODES_DIR, MODEL_DIR, bc_dir, store_path  # noqa: E402
 from w4rl_core.data.collect import collect  # noqa: E402
 from w4rl_core.data.store import EpisodeStore  # noqa: E402
 from w4rl_core.data.windows import FrameWindows, load_windows  # noqa: E402
@@ -56,7 +56,7 @@ VARIANTS = {  # name: (train on imagined twins too, calibrate on imagined twins,
 
 def fresh_bc_episodes(params, root: Path, task: str, n: int, tmp: Path):
     cfg = params.collect.collect_config(task, "eval", n, seed=555, workers=0)
-    factory = functools.partial(policy_factory, path=str(root / f"data/models/bc/{task}"), deterministic=True)
+    factory = functools.partial(policy_factory, path=str(root / bc_dir(task)), deterministic=True)
     collect(cfg, tmp / f"{task}.zarr", policy_factory=factory, progress=False)
     store = EpisodeStore.open(tmp / f"{task}.zarr")
     return [store.episode(i) for i in range(store.n_episodes)]
@@ -74,13 +74,13 @@ def main() -> None:
     root = Path(args.root)
     params = load_params(root / "params.yaml")
     wm_p = params.world_model
-    model, _ = load_world_model(root / "data/models/world_model")
+    model, _ = load_world_model(root / MODEL_DIR)
     sample = FastSampler(model, model.config.sampler, "cpu", wm_p.accel_config())
     t, horizon = model.config.context_frames, params.episode_horizon
     size = wm_p.image_size
 
     def windows(task, kinds):
-        stores = [str(root / store_path("data/episodes", task, k)) for k in kinds]
+        stores = [str(root / store_path(EPISODES_DIR, task, k)) for k in kinds]
         return load_windows(stores, size, wm_p.val_fraction, wm_p.split_seed)
 
     with open(args.out, "a") as out, tempfile.TemporaryDirectory() as tmp:
@@ -88,7 +88,7 @@ def main() -> None:
             episodes = fresh_bc_episodes(params, root, task, args.episodes, Path(tmp))
             truth = np.array([ep.succeeded for ep in episodes])
             frames = [frames_from_rgb(ep.rgb, size) for ep in episodes]
-            bc, _ = load_policy(root / f"data/models/bc/{task}")
+            bc, _ = load_policy(root / bc_dir(task))
             contexts, _ = windows(task, ("expert", "policy"))
             twins: dict[tuple, FrameWindows] = {}
             for name in args.variants:

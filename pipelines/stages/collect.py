@@ -8,26 +8,6 @@ from pipelines.params import Params
 from w4rl_core.data.collect import PolicyFactory, collect
 
 
-def store_path(root: str, task: str, kind: str) -> str:
-    """Where the pipeline keeps the store of one (task, kind); dvc.yaml uses the same pattern.
-
-    Demonstrations (expert, random) and policy rollouts live in sibling trees so that validating
-    the demonstrations does not depend on the rollouts, which are made by a policy trained on them.
-    """
-    tree = "rollouts" if kind in ("policy", "eval") else "demos"
-    return f"{root}/{tree}/{task}/{kind}.zarr"
-
-
-def expected_stores(params: Params, root: str, kinds: tuple[str, ...] | None = None) -> list[str]:
-    """The stores the current params.yaml produces (kinds with a positive episode count)."""
-    return [
-        store_path(root, task, kind)
-        for task in params.collect.tasks
-        for kind, n in params.collect.episodes.items()
-        if n > 0 and (kinds is None or kind in kinds)
-    ]
-
-
 def run(
     params: Params,
     task: str,

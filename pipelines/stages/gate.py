@@ -10,7 +10,8 @@ from typing import Any
 import yaml
 
 from pipelines.params import DEFAULT_PARAMS, Params
-from pipelines.stages.policy import refined_dir
+from pipelines.paths import (EPISODES_DIR, EVAL_DIR, FIDELITY_METRICS, FIDELITY_REPORT, GATE_RECORD, POLICY_METRICS,
+                             RUN_DRIFT_REPORT, RUN_REPORT, expected_stores, refined_dir)
 from w4rl_core.atomic import write_json_atomic
 from w4rl_core.registry.gate import GateRules, decide, regression_rule
 from w4rl_core.registry.lineage import git_commit, read_lock, task_lineage
@@ -18,8 +19,7 @@ from w4rl_core.registry.registry import Registry, RegistryConflict
 
 logger = logging.getLogger(__name__)
 
-GATE_RECORD = "metrics/gate.json"
-INPUTS = {"fidelity": "metrics/fidelity.json", "policy": "metrics/policy.json"}
+INPUTS = {"fidelity": FIDELITY_METRICS, "policy": POLICY_METRICS}
 
 
 def _read_json(path: str) -> dict[str, Any] | None:
@@ -152,22 +152,17 @@ def gto_assign(task: str, policy_id: str, repo: str | Path = ".") -> str | None:
     return f"{name}#prod"
 
 
-RUN_REPORT = "reports/run/index.html"
-
-
 def report(params: Params, reference: list[str] | None = None, current: list[str] | None = None) -> str:
     """The run's HTML report. Drift compares `reference` (default: the expert demonstrations) with
     `current` (default: the refined policies' evaluation episodes): how far the refined behaviour
     moved from the demonstrations. Pass a previous dataset version as reference to compare versions."""
     from w4rl_core.data.drift import drift_report
     from w4rl_core.eval.run_report import build_run_report
-    from pipelines.stages.collect import expected_stores
-    from pipelines.stages.world_model import EPISODES_DIR, FIDELITY_REPORT
 
     reference = reference or expected_stores(params, EPISODES_DIR, ("expert",))
-    current = current or [f"data/eval/{t}/refined.zarr" for t in params.collect.tasks
-                          if Path(f"data/eval/{t}/refined.zarr").exists()]
-    drift = drift_report(reference, current, "reports/run/drift") if current else None
+    current = current or [f"{EVAL_DIR}/{t}/refined.zarr" for t in params.collect.tasks
+                          if Path(f"{EVAL_DIR}/{t}/refined.zarr").exists()]
+    drift = drift_report(reference, current, RUN_DRIFT_REPORT) if current else None
     build_run_report(
         RUN_REPORT,
         title=f"w4rl retraining run ({params.profile.name})",

@@ -14,48 +14,12 @@ from typing import Any
 import numpy as np
 
 from pipelines.params import Params
-from pipelines.stages.collect import store_path
-from pipelines.stages.world_model import EPISODES_DIR, load_fitting_world_model
+from pipelines.paths import (EPISODES_DIR, EVAL_DIR, POLICY_METRICS, POLICY_REPORT, bc_dir, bc_run, checkpoint_dir,
+                             refine_metrics_path, refine_run, refined_dir, reward_dir, reward_run, seed_dir, store_path)
+from pipelines.stages.world_model import load_fitting_world_model
 from w4rl_core.atomic import atomic_path, write_json_atomic
 from w4rl_core.data.collect import CollectConfig
 from w4rl_core.data.windows import FrameWindows, load_windows
-
-
-def bc_dir(task: str) -> str:
-    return f"data/models/bc/{task}"
-
-
-def reward_dir(task: str) -> str:
-    return f"data/models/reward/{task}"
-
-
-def refined_dir(task: str) -> str:
-    """The task's promotion candidate (a policy directory); every seed's policy is in seeds/."""
-    return f"data/models/refined/{task}"
-
-
-def seed_dir(task: str, seed: int) -> str:
-    return f"{refined_dir(task)}/seeds/seed{seed}"
-
-
-def checkpoint_dir(stage: str, task: str) -> str:
-    """Resumable training state of a stage (not a DVC output: DVC clears outputs before a rerun, and
-    this must survive a kill). A finished stage removes it once its outputs are in place."""
-    return f"data/checkpoints/{stage}/{task}"
-
-
-# Training runs (curves + summary in DVCLive's layout; their metrics.json is the stage's metric).
-def bc_run(task: str) -> str:
-    return f"dvclive/bc/{task}"
-
-
-def reward_run(task: str) -> str:
-    return f"dvclive/reward/{task}"
-
-
-def refine_run(task: str) -> str:
-    """One DVCLive directory per task; each seed's curves under plots/metrics/seed<k>/."""
-    return f"dvclive/refine/{task}"
 
 
 def reward_metrics(task: str) -> dict[str, Any]:
@@ -218,7 +182,7 @@ def refine(params: Params, task: str) -> dict[str, Any]:
             save_policy(tmp / "seeds" / f"seed{seed}", runs[seed][0], meta=runs[seed][1])
     log.finish(timings)
     _warn_calibration(task, metrics)
-    write_json_atomic(f"metrics/refine/{task}.json", metrics)
+    write_json_atomic(refine_metrics_path(task), metrics)
     shutil.rmtree(checkpoint_dir("refine", task), ignore_errors=True)
     return metrics
 
@@ -247,9 +211,9 @@ def evaluate(params: Params) -> dict[str, Any]:
     """
     # data/eval and reports/policy are built in temporaries and moved into place whole: a killed
     # evaluation must not leave BC's store without the refined ones (DVC would see a half output).
-    with atomic_path("data/eval") as eval_root, atomic_path("reports/policy") as video_root:
+    with atomic_path(EVAL_DIR) as eval_root, atomic_path(POLICY_REPORT) as video_root:
         metrics = _evaluate_into(params, eval_root, video_root)
-    write_json_atomic("metrics/policy.json", metrics)
+    write_json_atomic(POLICY_METRICS, metrics)
     return metrics
 
 
@@ -265,7 +229,7 @@ def _evaluate_into(params: Params, eval_root: Path, video_root: Path) -> dict[st
     pooled_refined: list[bool] = []
     videos: list[str] = []
     for task in params.collect.tasks:
-        refine_metrics = json.loads(Path(f"metrics/refine/{task}.json").read_text())
+        refine_metrics = json.loads(Path(refine_metrics_path(task)).read_text())
         bc_store = str(eval_root / task / "bc.zarr")
         bc = evaluate_policy_in_sim(bc_dir(task), _eval_config(params, task, n * len(seeds), e.seed, e.workers),
                                     bc_store, deterministic=e.deterministic)

@@ -5,18 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from pipelines.params import Params
-from pipelines.stages.collect import expected_stores
+from pipelines.paths import (CHECKPOINT_DIR, EPISODES_DIR, FIDELITY_CURVE, FIDELITY_METRICS, FIDELITY_REPORT, MODEL_DIR,
+                             TRAINING_RUN, expected_stores, reward_dir)
 from w4rl_core.atomic import write_text_atomic
 from w4rl_core.data.windows import FrameWindows, load_windows
 from w4rl_core.train.batches import StreamedWindows
-
-EPISODES_DIR = "data/episodes"
-MODEL_DIR = "data/models/world_model"
-CHECKPOINT_DIR = "data/checkpoints/world_model"  # resumable state; not a DVC output
-TRAINING_RUN = "dvclive/world_model"  # DVCLive: loss curves and the run summary (timings included)
-FIDELITY_METRICS = "metrics/fidelity.json"
-FIDELITY_REPORT = "reports/fidelity"
-FIDELITY_CURVE = "plots/fidelity_per_step.csv"  # per imagined step: model vs copy-last (dvc plots)
 
 
 def load_fitting_world_model(params: Params, device: Any) -> tuple[Any, dict[str, Any]]:
@@ -64,7 +57,6 @@ def train(params: Params, device: str | None = None, progress: bool = True) -> d
 def fidelity(params: Params, device: str | None = None) -> dict[str, Any]:
     """Fidelity where refinement runs: its horizon, its sampling path, episodes from real starts; the
     success detector of each task (train_reward) compared on imagined vs real frames."""
-    from pipelines.stages.policy import reward_dir
     from w4rl_core.eval.fidelity import evaluate_fidelity
     from w4rl_core.models.accel import FastSampler
     from w4rl_core.models.success import load_success_detector
