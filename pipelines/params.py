@@ -110,6 +110,39 @@ class CollectParams:
 class ValidateParams:
     context_frames: int = 4
     action_tolerance: float = 1e-6
+    distinct_scenes: bool = True  # every episode records its scene, none repeats within a store
+
+
+#: The order in which collection kinds take their scenes from the training pool.
+TRAINING_KINDS: tuple[str, ...] = ("expert", "random", "policy")
+
+
+@dataclass(frozen=True)
+class ScenesParams:
+    """Where each role's scenes come from (w4rl_core/robots/scenes.py): MT1 benchmark seeds, 50
+    distinct scenes each. Roles never share a seed, and each draws its scenes without replacement:
+    training collection (kinds in TRAINING_KINDS order, each after the previous kind's episodes),
+    selection (real checks during refinement: the same scenes at every check), evaluation (the final
+    evaluation: the same scenes for BC and every refined seed, once per policy)."""
+
+    training: tuple[int, ...] = (0,)
+    selection: tuple[int, ...] = (1,)
+    evaluation: tuple[int, ...] = (2,)
+
+    def __post_init__(self) -> None:
+        from w4rl_core.robots.scenes import check_disjoint
+
+        for role in ("training", "selection", "evaluation"):
+            object.__setattr__(self, role, tuple(int(s) for s in getattr(self, role)))
+        check_disjoint({role: self.pool(role) for role in ("training", "selection", "evaluation")})
+
+    def pool(self, role: str):
+        from w4rl_core.robots.scenes import ScenePool
+
+        try:
+            return ScenePool(getattr(self, role))
+        except ValueError as err:
+            raise ValueError(f"scenes.{role}: {err}") from None
 
 
 @dataclass(frozen=True)
@@ -276,6 +309,10 @@ class RefineParams:
                                  "minus world_model.context_frames; seed: refine.seeds); remove it")
         self.ppo_config(horizon=1, seed=0)
 
+    def real_episodes_per_check(self, params: Params) -> int:
+        """Real episodes of one periodic check during refinement (0: refinement runs none)."""
+        return self.eval_episodes if self.ppo_config(horizon=params.episode_horizon, seed=0).eval_every > 0 else 0
+
     def ppo_config(self, horizon: int, seed: int):
         from w4rl_core.train.ppo import PPOConfig
 
@@ -321,14 +358,41 @@ class Params:
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     gate: dict[str, Any] = field(default_factory=dict)
     registry: RegistryParams = field(default_factory=RegistryParams)
+    scenes: ScenesParams = field(default_factory=ScenesParams)
 
     def __post_init__(self) -> None:
         from w4rl_core.registry.gate import GateRules
 
-        typed(GateRules, self.gate, "gate")  # unknown or invalid rule keys fail at load time
+        rules = typed(GateRules, self.gate, "gate")  # unknown or invalid rule keys fail at load time
+        if not rules.require_refinement_gain and not self.profile.smoke_scale:
+            raise ValueError("gate.require_refinement_gain: false would promote BC as a refined policy; it is "
+                             "allowed only in smoke-scale profiles (profile.smoke_scale: true)")
         if self.episode_horizon < 1:
             raise ValueError(f"collect.episode_len ({self.collect.episode_len}) must exceed "
                              f"world_model.context_frames ({self.world_model.context_frames})")
+        # Every role gets as many distinct scenes as it asks for, or nothing runs.
+        training = sum(self.collect.episodes.get(k, 0) for k in TRAINING_KINDS)
+        self._check_capacity("training", training, "collect.episodes (all kinds of a task together)")
+        if self.refine.real_episodes_per_check(self):
+            self._check_capacity("selection", self.refine.eval_episodes, "refine.eval_episodes")
+        self._check_capacity("evaluation", self.evaluate.episodes, "evaluate.episodes")
+
+    def _check_capacity(self, role: str, episodes: int, what: str) -> None:
+        pool = self.scenes.pool(role)
+        if episodes > pool.capacity:
+            raise ValueError(f"{what} asks for {episodes} distinct scenes per task, but scenes.{role} "
+                             f"(benchmark seeds {list(pool.benchmark_seeds)}) holds {pool.capacity}: add "
+                             f"benchmark seeds to scenes.{role} (50 scenes each) or ask for fewer episodes")
+
+    def scene_slice(self, role: str, kind: str | None = None) -> dict[str, Any]:
+        """CollectConfig fields that give a collection of `role` its scenes: training kinds take
+        consecutive runs of the training pool (expert, then random, then BC rollouts)."""
+        first = 0
+        if role == "training":
+            if kind not in TRAINING_KINDS:
+                raise ValueError(f"training scenes are for kinds {TRAINING_KINDS}, not {kind!r}")
+            first = sum(self.collect.episodes.get(k, 0) for k in TRAINING_KINDS[: TRAINING_KINDS.index(kind)])
+        return {"scene_seeds": self.scenes.pool(role).benchmark_seeds, "first_scene": first}
 
     @property
     def episode_horizon(self) -> int:
@@ -354,6 +418,7 @@ _SECTIONS = {
     "refine": RefineParams,
     "evaluate": EvaluateParams,
     "registry": RegistryParams,
+    "scenes": ScenesParams,
 }
 
 

@@ -20,6 +20,9 @@ ACTION_DIM = 4
 STATE_DIM = 5
 
 
+from w4rl_core.robots.scenes import scene_id  # noqa: E402
+
+
 def make_episode(length: int = 12, task: str = "coffee-pull-v3", kind: str = "expert", seed: int = 0) -> Episode:
     rng = np.random.default_rng(seed)
     success = np.zeros(length, np.uint8)
@@ -32,6 +35,7 @@ def make_episode(length: int = 12, task: str = "coffee-pull-v3", kind: str = "ex
         reward=rng.normal(size=length).astype(np.float32),
         success=success,
         state=rng.normal(size=(length, STATE_DIM)).astype(np.float32),
+        scene=scene_id(task, np.array([float(seed)])),  # one scene per seed, as collection records it
     )
 
 

@@ -25,12 +25,22 @@ def fidelity(psnr: float, ssim: float = 0.9, base: float = 20.0) -> dict:
 
 
 def policy(bc: float, refined: float, n: int = 20, half_width: float = 0.1) -> dict:
-    """metrics/policy.json as `evaluate` writes it: paired uplift, its interval, the candidate."""
+    """metrics/policy.json as `evaluate` writes it: the candidate's own paired uplift on n distinct
+    unseen scenes, its interval, and the task's over every seed."""
     uplift = refined - bc
+    ci = [uplift - half_width, uplift + half_width]
     entry = {"bc": {"success_rate": bc, "episodes": n}, "refined": {"success_rate": refined, "episodes": n},
-             "candidate": {"success_rate": refined, "episodes": n}, "uplift": uplift,
-             "uplift_ci95": [uplift - half_width, uplift + half_width]}
+             "scenes": {"episodes_per_policy": n, "distinct": n, "overlap_training": 0, "overlap_selection": 0},
+             "candidate": {"seed": 0, "success_rate": refined, "episodes": n, "distinct_scenes": n, "uplift": uplift,
+                           "uplift_ci95": ci, "selected_iteration": 5},
+             "uplift": uplift, "uplift_ci95": ci}
     return {"per_task": {TASK: entry}, "overall": {k: entry[k] for k in ("bc", "refined", "uplift", "uplift_ci95")}}
+
+
+def versus(promoted: float, candidate: float, half: float = 0.1) -> dict:
+    """The candidate against the promoted policy on the same scenes (what promote measures)."""
+    return {"uplift": candidate - promoted, "ci95": [candidate - promoted - half, candidate - promoted + half],
+            "scenes": 20}
 
 
 def verdict(fid, pol, promoted=None) -> dict:
@@ -41,9 +51,10 @@ def verdict(fid, pol, promoted=None) -> dict:
 @given(psnr=st.floats(0, 60), ssim=st.floats(0, 1), base=st.floats(0, 60), bc=rate, refined=rate,
        promoted=st.one_of(st.none(), rate), n=st.integers(0, 100))
 def test_gate_promotes_exactly_when_every_rule_holds(psnr, ssim, base, bc, refined, promoted, n):
-    v = verdict(fidelity(psnr, ssim, base), policy(bc, refined, n), {TASK: promoted} if promoted is not None else {})
+    v = verdict(fidelity(psnr, ssim, base), policy(bc, refined, n),
+                {TASK: versus(promoted, refined)} if promoted is not None else {})
     expected = (psnr >= 25 and ssim >= 0.5 and psnr > base and refined - bc >= 0.05 and n >= 10
-                and (promoted is None or refined >= promoted - 0.02))
+                and (promoted is None or (refined >= promoted - 0.02 and refined - promoted + 0.1 >= 0)))
     assert v["promote"] is expected
     assert v["promote"] == (not v["failed_rules"])
 
@@ -64,7 +75,7 @@ def test_gate_refuses_on_missing_or_malformed_metrics(bc, refined):
 @given(promoted=st.floats(0.1, 1), drop=st.floats(0.021, 0.1))
 def test_gate_refuses_a_regression_against_the_promoted_policy(promoted, drop):
     refined = promoted - drop
-    v = verdict(fidelity(40.0), policy(max(0.0, refined - 0.1), refined), {TASK: promoted})
+    v = verdict(fidelity(40.0), policy(max(0.0, refined - 0.1), refined), {TASK: versus(promoted, refined)})
     assert not v["promote"] and "non_regression" in v["failed_rules"]
 
 
@@ -178,12 +189,13 @@ def test_uplift_interval_rules_need_the_lower_end_above_the_threshold(bc, refine
     expected = {"uplift_ci_low", "overall_uplift_ci_low"} if low < 0 else set()
     if refined - bc < 0.1:
         expected.add("overall_uplift")
+    if refined - bc <= 0:
+        expected.add("refinement_gave_something")
     assert set(v["failed_rules"]) == expected
 
 
-def test_promote_refuses_a_candidate_that_regresses_against_the_promoted_policy(tmp_path, monkeypatch):
-    """The non-regression rule is applied at promotion, against the registry as it is then: a gate
-    decision that passed does not promote a candidate worse than the task's promoted policy."""
+def _promotion_workspace(tmp_path, monkeypatch):
+    """A workspace whose gate passed TASK, with a promoted incumbent in the local registry."""
     from dataclasses import replace
     from pathlib import Path
 
@@ -194,7 +206,8 @@ def test_promote_refuses_a_candidate_that_regresses_against_the_promoted_policy(
     root = Path(__file__).resolve().parents[1]
     params = load_params(root / "params.yaml")
     params = replace(params, gate={"min_psnr_mean": 25.0, "regression_margin": 0.02},
-                     collect=replace(params.collect, tasks=(TASK,)))
+                     collect=replace(params.collect, tasks=(TASK,), episode_len=8),
+                     evaluate=replace(params.evaluate, episodes=3, workers=1))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(stage, "stale_stages", lambda repo=".": {})  # the DVC side is tested end to end
     incumbent = Registry("registry").register(_policy_dir(tmp_path, seed=5),
@@ -208,9 +221,51 @@ def test_promote_refuses_a_candidate_that_regresses_against_the_promoted_policy(
     Path("dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
     stage.gate(params)
     assert json.loads(Path(GATE_RECORD).read_text())["tasks"][TASK]["promote"]  # the stage passed it
-    with pytest.raises(stage.PromotionRefused, match=f"{TASK}: .*promoted 0.9"):
-        stage.promote(params, root / "params.yaml")
-    assert len(Registry("registry").records()) == 1 and Registry("registry").head(TASK)[0] == 1
+    return params, root / "params.yaml", incumbent, stage
+
+
+@pytest.mark.parametrize("promoted_rate, refused", [(0.9, True), (0.5, False)])
+def test_promote_compares_the_candidate_with_the_promoted_policy_on_the_same_scenes(
+        tmp_path, monkeypatch, promoted_rate, refused):
+    """The non-regression rule is applied at promotion, against the registry as it is then, on the
+    candidate's own evaluation scenes: a gate decision that passed does not promote a candidate
+    worse than the task's promoted policy there."""
+    params, params_path, incumbent, stage = _promotion_workspace(tmp_path, monkeypatch)
+    seen = []
+
+    def compare(params_, task, entry, record, registry):
+        seen.append(record["policy_id"])
+        return versus(promoted_rate, entry["candidate"]["success_rate"])
+
+    monkeypatch.setattr(stage, "compare_with_promoted", compare)
+    if refused:
+        with pytest.raises(stage.PromotionRefused, match=f"{TASK}: .*candidate - promoted success"):
+            stage.promote(params, params_path)
+        assert len(Registry("registry").records()) == 1 and Registry("registry").head(TASK)[0] == 1
+    else:
+        [record] = stage.promote(params, params_path)
+        assert record["gate"]["compared_with_promoted"]["uplift"] == 0.0
+        assert Registry("registry").head(TASK)[0] == 2
+    assert seen == [incumbent["policy_id"]]
+
+
+def test_the_promoted_policy_runs_the_candidates_evaluation_scenes(tmp_path, monkeypatch):
+    """compare_with_promoted for real: the incumbent's weights come out of the registry (checked
+    against their sha256) and run in the simulator on exactly the candidate's scenes."""
+    from pathlib import Path
+
+    from pipelines.stages.policy import eval_config
+    from w4rl_core.eval.policy_eval import evaluate_policy_in_sim
+
+    params, _, incumbent, stage = _promotion_workspace(tmp_path, monkeypatch)
+    e = params.evaluate
+    config = eval_config(params, TASK, "evaluation", e.episodes, e.seed, e.workers)
+    candidate = evaluate_policy_in_sim(str(_policy_dir(tmp_path, seed=7)), config, stage.candidate_store(TASK, 0),
+                                       progress=False)
+    entry = json.loads(Path("metrics/policy.json").read_text())["per_task"][TASK]
+    comparison = stage.compare_with_promoted(params, TASK, entry, incumbent, Registry("registry"))
+    assert comparison["pairs"] == comparison["scenes"] == e.episodes == len(set(candidate["scenes"]))
+    assert comparison["promoted_policy"] == incumbent["policy_id"] and len(comparison["ci95"]) == 2
 
 
 def test_promotions_are_versioned_and_one_from_a_stale_version_is_refused(tmp_path):

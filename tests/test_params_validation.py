@@ -54,6 +54,15 @@ CASES = [
     ("world_model.data.shuffle_buffer", 0, ["world_model.data", "shuffle_buffer", ">= 1"]),
     ("world_model.data.shuffle_buffer", "big", ["world_model.data.shuffle_buffer", "valid integer"]),
     ("validate", [1, 2], ["validate must be a mapping"]),
+    # Scenes: roles that would share scenes, or ask for more distinct scenes than their pool holds.
+    ("scenes.evaluation", [0], ["scenes.training and scenes.evaluation both use benchmark seed 0", "overlap"]),
+    ("scenes.selection", [2, 7], ["scenes.selection and scenes.evaluation both use benchmark seed 2"]),
+    ("scenes.evaluation", [3, 3], ["scenes.evaluation", "repeat"]),
+    ("scenes.evaluation", [], ["scenes.evaluation", "at least one benchmark seed"]),
+    ("evaluate.episodes", 51, ["evaluate.episodes asks for 51 distinct scenes", "scenes.evaluation", "holds 50"]),
+    ("collect.episodes", {"expert": 40, "random": 5, "policy": 10},
+     ["collect.episodes", "55 distinct scenes", "scenes.training", "holds 50"]),
+    ("refine.eval_episodes", 60, ["refine.eval_episodes asks for 60", "scenes.selection"]),
 ]
 
 

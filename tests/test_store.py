@@ -177,8 +177,9 @@ def test_readers_open_from_consolidated_metadata_kept_fresh_by_appends(tmp_path,
     fast_gets = opened[-1].counter["get"]
     slow = EpisodeStore.open(store.url, consolidated=False)
     slow_gets = opened[-1].counter["get"]
-    # the root (with every node's metadata) + the 3 index chunks, instead of + 4 more metadata objects
-    assert fast_gets == 4 and slow_gets == 8, (fast_gets, slow_gets)
+    # the root (with every node's metadata) + the 4 index chunks (ends, task, kind, scene), instead of
+    # + 5 more metadata objects
+    assert fast_gets == 5 and slow_gets == 10, (fast_gets, slow_gets)
     assert fast.n_episodes == slow.n_episodes == 4 and fast.n_frames == 3 * 12 + 7
     np.testing.assert_array_equal(fast.episode(3).rgb, make_episode(seed=9, length=7).rgb)
 

@@ -15,7 +15,7 @@ from pipelines.cli import app
 from w4rl_core.data.store import EpisodeStore
 from w4rl_core.data.validate import ValidationConfig, validate_store, validate_stores
 
-CONFIG = ValidationConfig(context_frames=4, known_tasks=("coffee-pull-v3", "door-lock-v3"))
+CONFIG = ValidationConfig(context_frames=4, known_tasks=("coffee-pull-v3", "door-lock-v3"), distinct_scenes=True)
 
 
 def _set(group, key, fn):
@@ -80,7 +80,15 @@ def missing_state(g, s):
 
 
 def unknown_version(g, s):
-    g.attrs["format_version"] = 2
+    g.attrs["format_version"] = 3
+
+
+def repeated_scene(g, s):
+    _set(g, "meta/episode_scene", lambda a: a.__setitem__(4, a[1]))
+
+
+def scene_not_recorded(g, s):
+    _set(g, "meta/episode_scene", lambda a: a.__setitem__(2, 0))
 
 
 def incomplete_write(g, s):
@@ -102,7 +110,9 @@ CASES = [
     (truncated_actions, "data/action", 5, "steps, but meta/episode_ends says"),
     (blank_frame, "data/rgb", 3, "constant"),
     (missing_state, "data/state", None, "missing"),
-    (unknown_version, "attrs.format_version", None, "format_version is 2"),
+    (unknown_version, "attrs.format_version", None, "format_version is 3"),
+    (repeated_scene, "meta/episode_scene", 4, "scene repeats an earlier episode's"),
+    (scene_not_recorded, "meta/episode_scene", 2, "scene not recorded"),
     (incomplete_write, "attrs.complete", None, "did not finish"),
 ]
 

@@ -22,6 +22,8 @@ def run(
     n = episodes if episodes is not None else p.episodes.get(kind, 0)
     if n < 1:
         raise ValueError(f"collect.episodes.{kind} is {n}: nothing to collect for {task}/{kind}")
-    config = p.collect_config(task, kind, n)
+    # Training scenes (w4rl_core/robots/scenes.py): each kind its own run of the training pool, so no
+    # two training episodes of a task share a scene and none is an evaluation scene.
+    config = p.collect_config(task, kind, n, **params.scene_slice("training", kind))
     summary = collect(config, out, policy_factory=policy_factory, progress=progress)
     return summary | {"profile": params.profile.name, "smoke_scale": params.profile.smoke_scale}

@@ -38,6 +38,37 @@ def promoted_success(record: dict[str, Any]) -> float | None:
     return entry.get("success_rate")
 
 
+def candidate_store(task: str, seed: int) -> Path:
+    """The evaluation episodes of the task's candidate (written by evaluate)."""
+    return Path(EVAL_DIR) / task / f"refined_seed{seed}.zarr"
+
+
+def compare_with_promoted(params: Params, task: str, entry: dict[str, Any], record: dict[str, Any],
+                          registry: Registry) -> dict[str, Any]:
+    """The promoted policy run on the candidate's own evaluation scenes (same episode seeds), paired
+    with the candidate's outcomes there: candidate - promoted, with its scene-bootstrap interval."""
+    import tempfile
+
+    from pipelines.stages.policy import eval_config
+    from w4rl_core.data.store import EpisodeStore
+    from w4rl_core.eval.intervals import paired_interval
+    from w4rl_core.eval.policy_eval import evaluate_policy_in_sim
+
+    store = EpisodeStore.open(candidate_store(task, entry["candidate"]["seed"]))
+    success = store.array("data/success")[:]
+    candidate = [bool(success[s:e].any()) for s, e in zip(store.episode_starts, store.episode_ends)]
+    e = params.evaluate
+    with tempfile.TemporaryDirectory() as tmp:
+        path = registry.fetch_policy(record["policy_id"], Path(tmp) / "promoted")
+        config = eval_config(params, task, "evaluation", store.n_episodes, e.seed, e.workers)
+        promoted = evaluate_policy_in_sim(path, config, Path(tmp) / "eval.zarr", deterministic=e.deterministic)
+    if promoted["scenes"] != store.episode_scene:
+        raise PromotionRefused(f"{task}: the promoted policy's episodes ran other scenes than the candidate's "
+                               f"({candidate_store(task, entry['candidate']['seed'])}); re-run evaluate")
+    return paired_interval(promoted["per_episode"], candidate, store.episode_scene) | {
+        "promoted_policy": record["policy_id"], "promoted_success": promoted["success_rate"]}
+
+
 GATE_STAGE = "gate"
 
 
@@ -83,7 +114,6 @@ def promote(params: Params, params_path: str | Path = DEFAULT_PARAMS) -> list[di
     # What each candidate is checked against, and the promotion version it will replace: a
     # promotion that lands in between makes this one's conditional write fail (Registry.promote).
     current = registry.promoted()
-    promoted = {t: promoted_success(r) for t, r in current.items()}
     rules = GateRules(**params.gate)
     records, refused = [], {}
     for task, verdict in decision["tasks"].items():
@@ -91,7 +121,14 @@ def promote(params: Params, params_path: str | Path = DEFAULT_PARAMS) -> list[di
             refused[task] = verdict["failed_rules"]
             continue
         entry = policy_metrics["per_task"][task]
-        regression = regression_rule(rules, entry, promoted.get(task))
+        policy_id = Registry.policy_id(task, refined_dir(task))
+        if current.get(task, {}).get("policy_id") == policy_id:
+            # These very weights are the promoted ones (a re-run that changed nothing, e.g. a
+            # nightly retrain with no new data): promotion is idempotent, the record stays as it was.
+            records.append({**current[task], "already_registered": True})
+            continue
+        comparison = compare_with_promoted(params, task, entry, current[task], registry) if task in current else None
+        regression = regression_rule(rules, comparison)
         if not regression["passed"]:
             refused[task] = [regression["reason"]]
             continue
@@ -102,15 +139,9 @@ def promote(params: Params, params_path: str | Path = DEFAULT_PARAMS) -> list[di
             "params": yaml.safe_load(Path(params_path).read_text()),
             "metrics": entry,
             "fidelity": {k: fidelity.get(k) for k in ("model", "copy_last_frame", "horizon")},
-            "gate": {**verdict, "rules": verdict["rules"] + [regression], "promoted_success_before": promoted.get(task)},
+            "gate": {**verdict, "rules": verdict["rules"] + [regression], "compared_with_promoted": comparison},
             "smoke_scale": params.profile.smoke_scale,
         }
-        policy_id = Registry.policy_id(task, refined_dir(task))
-        if current.get(task, {}).get("policy_id") == policy_id:
-            # These very weights are the promoted ones (a re-run that changed nothing, e.g. a
-            # nightly retrain with no new data): promotion is idempotent, the record stays as it was.
-            records.append({**current[task], "already_registered": True})
-            continue
         try:
             registered = registry.register(refined_dir(task), record)
         except RegistryConflict:  # registered before (ids are content hashes) but not promoted now
@@ -160,8 +191,11 @@ def report(params: Params, reference: list[str] | None = None, current: list[str
     from w4rl_core.eval.run_report import build_run_report
 
     reference = reference or expected_stores(params, EPISODES_DIR, ("expert",))
-    current = current or [f"{EVAL_DIR}/{t}/refined.zarr" for t in params.collect.tasks
-                          if Path(f"{EVAL_DIR}/{t}/refined.zarr").exists()]
+    if current is None:  # each task's candidate's evaluation episodes (a path that had gone stale before)
+        per_task = (_read_json(INPUTS["policy"]) or {}).get("per_task", {})
+        stores = [candidate_store(t, per_task[t]["candidate"]["seed"]) for t in params.collect.tasks
+                  if isinstance(per_task.get(t, {}).get("candidate", {}).get("seed"), int)]
+        current = [str(p) for p in stores if p.exists()]
     drift = drift_report(reference, current, RUN_DRIFT_REPORT) if current else None
     build_run_report(
         RUN_REPORT,

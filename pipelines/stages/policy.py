@@ -76,20 +76,22 @@ def train_reward(params: Params, task: str, progress: bool = False) -> dict[str,
     from w4rl_core.train.supervised import SupervisedConfig
     from w4rl_core.train.tracking import CurveLog
 
+    from w4rl_core.train.reward import split_for_check
+
     train, val = _windows(params, task, params.reward.kinds)
+    # Half the held-out episodes choose the detector, the other half check it (out of sample).
+    calibration, check = split_for_check(val)
     frames = {"real": len(train.rgb), "imagined": 0}
     uses_world_model = params.reward.train_on == "real_and_imagined" or params.reward.calibrate_on == "imagined"
     imagine = _imagined_twins(params) if uses_world_model else None  # the world model, loaded once
     if params.reward.train_on == "real_and_imagined":
         twins = imagine(train)
         train, frames["imagined"] = FrameWindows.concat([train, twins]), len(twins.rgb)
-    calibrate_on = None
-    if params.reward.calibrate_on == "imagined":
-        calibrate_on = imagine(val)
+    calibrate_on = imagine(calibration) if params.reward.calibrate_on == "imagined" else calibration
     log = CurveLog(reward_run(task))
     clf, report = train_classifier(params.reward_cnn(), SupervisedConfig(**params.reward.train), train, val, progress,
                                    calibrate_on=calibrate_on, balanced=params.reward.balanced, log=log,
-                                   checkpoint_dir=checkpoint_dir("reward", task))
+                                   checkpoint_dir=checkpoint_dir("reward", task), check=check)
     metrics = {**_meta(params, task), "kinds": list(params.reward.kinds), "calibrated_on": params.reward.calibrate_on,
                "trained_on": params.reward.train_on, "train_frames": frames,
                **{k: report[k] for k in ("train", "val", "detector", "reward_calibration", "episode_calibration_all",
@@ -114,8 +116,11 @@ def _imagined_twins(params: Params) -> Callable[[FrameWindows], FrameWindows]:
                                            device)
 
 
-def _eval_config(params: Params, task: str, episodes: int, seed: int, workers: int, first: int = 0) -> CollectConfig:
-    return params.collect.collect_config(task, "eval", episodes, seed=seed, workers=workers, first_episode=first)
+def eval_config(params: Params, task: str, role: str, episodes: int, seed: int, workers: int) -> CollectConfig:
+    """Episodes on `role`'s scenes (selection or evaluation), scene j for episode j: every policy
+    evaluated with the same config runs the same scenes with the same episode seeds (paired)."""
+    return params.collect.collect_config(task, "eval", episodes, seed=seed, workers=workers,
+                                         **params.scene_slice(role))
 
 
 def refine(params: Params, task: str) -> dict[str, Any]:
@@ -134,6 +139,7 @@ def refine(params: Params, task: str) -> dict[str, Any]:
     contexts, _ = _windows(params, task, ("expert", "policy"))
     expert, _, _ = _demonstrations(params, task)
     runs: dict[int, tuple[Any, dict[str, Any]]] = {}
+    selection_scenes: set[str] = set()  # what the real checks saw: the final evaluation must not
     log = CurveLog(refine_run(task), step_key="iteration")
     for seed in params.refine.seeds:
         config = params.refine.ppo_config(horizon=params.episode_horizon, seed=seed)
@@ -150,9 +156,11 @@ def refine(params: Params, task: str) -> dict[str, Any]:
                 save_policy(Path(tmp) / "policy", copy.deepcopy(candidate).cpu())
                 summary = evaluate_policy_in_sim(
                     Path(tmp) / "policy",
-                    _eval_config(params, task, params.refine.eval_episodes, params.refine.eval_seed, workers=1),
+                    eval_config(params, task, "selection", params.refine.eval_episodes, params.refine.eval_seed,
+                                 workers=1),
                     Path(tmp) / "eval.zarr", progress=False,  # a few episodes, often: the PPO bar covers it
                 )
+            selection_scenes.update(summary["scenes"])
             return summary["success_rate"]
 
         # Every seed keeps its state until the stage's outputs are in place: a kill during seed k
@@ -175,7 +183,9 @@ def refine(params: Params, task: str) -> dict[str, Any]:
     metrics = {**_meta(params, task), "seeds": [runs[s][1] for s in params.refine.seeds], "candidate_seed": candidate,
                "candidate_rule": "best periodic real success of the returned policy (refine.eval_seed episodes), "
                                  "first seed on ties",
-               "reward_calibration": reward_metrics(task)["reward_calibration"]}
+               "reward_calibration": reward_metrics(task)["reward_calibration"],
+               # Scenes the real checks ran on (scenes.selection): the final evaluation refuses them.
+               "selection_scenes": sorted(selection_scenes)}
     with atomic_path(refined_dir(task)) as tmp:
         save_policy(tmp, runs[candidate][0], meta=metrics | {"seed": candidate})
         for seed in params.refine.seeds:
@@ -188,26 +198,25 @@ def refine(params: Params, task: str) -> dict[str, Any]:
 
 
 def _warn_calibration(task: str, metrics: dict[str, Any], tolerance: float = 0.15) -> None:
-    """Refinement optimises the detector's success: say so when it is off from the real success."""
+    """Refinement optimises the detector's success: say so when it is off from the real success on
+    episodes that did not choose it. (BC's imagined success against its real one is checked by
+    evaluate, where both come from the same, deterministic policy.)"""
     import logging
 
-    log = logging.getLogger("w4rl.refine")
     cal = metrics["reward_calibration"]
     if cal.get("gap") is not None and abs(cal["gap"]) > tolerance:
-        log.warning("%s: the success detector calls %.2f of held-out BC episodes successful where %.2f are: "
-                    "refinement optimises a miscalibrated reward", task, cal["classifier_success"], cal["true_success"])
-    for run in metrics["seeds"]:
-        ev = run["imagined_eval"]
-        if ev["bc"] is not None and cal.get("true_success") is not None and abs(ev["bc"] - cal["true_success"]) > tolerance:
-            log.warning("%s seed %s: BC's imagined success %.2f is off its real success on held-out episodes %.2f",
-                        task, run["seed"], ev["bc"], cal["true_success"])
+        logging.getLogger("w4rl.refine").warning(
+            "%s: the success detector calls %.2f of held-out BC episodes successful where %.2f are: refinement "
+            "optimises a miscalibrated reward", task, cal["classifier_success"], cal["true_success"])
 
 
 def evaluate(params: Params) -> dict[str, Any]:
-    """BC and every refinement seed on paired simulator episodes; paired uplift with its 95% interval.
+    """BC and every refinement seed on the same distinct, unseen evaluation scenes (scenes.evaluation),
+    each scene once per policy with the same episode seed; uplifts with intervals that resample
+    refinement seeds and scenes (w4rl_core/eval/intervals.py), per seed, per task and pooled.
 
-    Seed k of refine.seeds runs episodes [k*N, (k+1)*N) of the evaluation seed (N = evaluate.episodes);
-    BC runs all of them, so every refined episode has a BC twin on the same scene and goal.
+    Refuses to report when an evaluation scene repeats, or is a scene of the task's training
+    episodes or of refinement's real checks: nothing here may be chosen or learnt on test scenes.
     """
     # data/eval and reports/policy are built in temporaries and moved into place whole: a killed
     # evaluation must not leave BC's store without the refined ones (DVC would see a half output).
@@ -217,67 +226,137 @@ def evaluate(params: Params) -> dict[str, Any]:
     return metrics
 
 
+class SceneLeak(RuntimeError):
+    """The evaluation's scenes repeat or overlap scenes that trained or chose the policy."""
+
+
+def training_scenes(params: Params, task: str) -> set[str]:
+    """Scenes of every episode the task's models were trained on (demos and BC rollouts)."""
+    from w4rl_core.data.store import EpisodeStore
+
+    scenes: set[str] = set()
+    for kind, count in params.collect.episodes.items():
+        if count > 0:
+            scenes.update(EpisodeStore.open(store_path(EPISODES_DIR, task, kind)).episode_scene)
+    return scenes - {""}
+
+
+def scene_report(task: str, scenes: list[str], training: set[str], selection: set[str]) -> dict[str, Any]:
+    from w4rl_core.robots.scenes import scene_overlap
+
+    report = {"episodes_per_policy": len(scenes), "distinct": len(set(scenes) - {""}),
+              "overlap_selection": scene_overlap(scenes, selection), "overlap_training": scene_overlap(scenes, training),
+              "protocol": "unseen: scenes.evaluation, disjoint from training and selection scenes, each once per policy"}
+    problems = []
+    if report["distinct"] != report["episodes_per_policy"]:
+        problems.append(f"{report['episodes_per_policy'] - report['distinct']} episodes repeat a scene or record none")
+    if report["overlap_training"]:
+        problems.append(f"{report['overlap_training']} scenes are scenes of the task's training episodes")
+    if report["overlap_selection"]:
+        problems.append(f"{report['overlap_selection']} scenes are scenes refinement's real checks ran on")
+    if problems:
+        raise SceneLeak(f"evaluation of {task}: {'; '.join(problems)}; give scenes.evaluation benchmark seeds "
+                        "that no other role uses")
+    return report
+
+
 def _evaluate_into(params: Params, eval_root: Path, video_root: Path) -> dict[str, Any]:
-    from w4rl_core.eval.policy_eval import evaluate_policy_in_sim, paired_uplift, success_summary, write_videos
+    from w4rl_core.eval.intervals import TaskOutcomes, pooled_interval, seed_interval, task_interval
+    from w4rl_core.eval.policy_eval import evaluate_policy_in_sim, success_summary, write_videos
     from w4rl_core.models.success import load_success_detector
 
     e, seeds = params.evaluate, params.refine.seeds
     n = e.episodes
     video_root.mkdir(parents=True, exist_ok=True)  # an output even when evaluate.videos is 0
     per_task: dict[str, Any] = {}
-    pooled_bc: list[bool] = []
-    pooled_refined: list[bool] = []
+    outcomes: list[TaskOutcomes] = []
     videos: list[str] = []
     for task in params.collect.tasks:
         refine_metrics = json.loads(Path(refine_metrics_path(task)).read_text())
+        config = eval_config(params, task, "evaluation", n, e.seed, e.workers)
         bc_store = str(eval_root / task / "bc.zarr")
-        bc = evaluate_policy_in_sim(bc_dir(task), _eval_config(params, task, n * len(seeds), e.seed, e.workers),
-                                    bc_store, deterministic=e.deterministic)
+        bc = evaluate_policy_in_sim(bc_dir(task), config, bc_store, deterministic=e.deterministic)
         videos += write_videos(bc_store, video_root / task, "bc", e.videos)
-        seed_rows, refined_all = [], []
+        scenes = scene_report(task, bc["scenes"], training_scenes(params, task),
+                              set(refine_metrics.get("selection_scenes", [])))
+        refined: dict[int, dict[str, Any]] = {}
         for k, seed in enumerate(seeds):
             store = str(eval_root / task / f"refined_seed{seed}.zarr")
-            res = evaluate_policy_in_sim(seed_dir(task, seed), _eval_config(params, task, n, e.seed, e.workers, k * n),
-                                         store, deterministic=e.deterministic)
+            refined[seed] = evaluate_policy_in_sim(seed_dir(task, seed), config, store, deterministic=e.deterministic)
+            if refined[seed]["scenes"] != bc["scenes"]:  # pairing is by scene: it must hold exactly
+                raise SceneLeak(f"evaluation of {task}: seed {seed}'s episodes ran other scenes than BC's")
             if k == 0:
                 videos += write_videos(store, video_root / task, "refined", e.videos)
-            twins = bc["per_episode"][k * n : (k + 1) * n]
+        task_outcomes = TaskOutcomes(task, tuple(bc["scenes"]), tuple(bc["per_episode"]),
+                                     {s: tuple(refined[s]["per_episode"]) for s in seeds})
+        outcomes.append(task_outcomes)
+        seed_rows = []
+        for seed in seeds:
             run = next(r for r in refine_metrics["seeds"] if r["seed"] == seed)
+            res, interval = refined[seed], seed_interval(task_outcomes, seed)
             seed_rows.append({"seed": seed, **{key: res[key] for key in ("episodes", "successes", "success_rate", "ci95")},
-                              "bc_success_rate": sum(twins) / n, **paired_uplift(twins, res["per_episode"]),
+                              "distinct_scenes": len(set(res["scenes"])), "bc_success_rate": bc["success_rate"],
+                              **_uplift_fields(interval),
+                              # 0: refinement returned BC's own weights (nothing was gained)
+                              "selected_iteration": run.get("selected_iteration"),
+                              "real_episodes_used": run.get("real_episodes_used", 0),
                               "imagined_eval_refined": run["imagined_eval"]["refined"],
                               "imagined_eval_bc": run["imagined_eval"]["bc"]})
-            refined_all += res["per_episode"]
         detector = load_success_detector(reward_dir(task))
+        refined_all = [x for s in seeds for x in refined[s]["per_episode"]]
         entry = {
+            "scenes": scenes,
             "bc": {k: bc[k] for k in ("episodes", "successes", "success_rate", "ci95")},
             "refined": success_summary(refined_all),
             "seeds": seed_rows,
             "candidate": next(r for r in seed_rows if r["seed"] == refine_metrics["candidate_seed"]),
-            **paired_uplift(bc["per_episode"], refined_all),
+            **_uplift_fields(task_interval(task_outcomes)),
+            "real_episodes_used": sum(r["real_episodes_used"] for r in seed_rows),
             # The reward refinement optimised, checked on these unseen real BC episodes.
             "reward_calibration": _calibration_on_store(detector, bc_store),
         }
-        imagined_bc = [r["imagined_eval_bc"] for r in seed_rows if r["imagined_eval_bc"] is not None]
-        imagined_refined = [r["imagined_eval_refined"] for r in seed_rows if r["imagined_eval_refined"] is not None]
-        if imagined_bc:
-            # Like for like (deterministic policy, real starts, success anywhere): imagined minus real.
-            entry["imagined_success_bc"] = sum(imagined_bc) / len(imagined_bc)
-            entry["calibration_gap"] = entry["imagined_success_bc"] - entry["bc"]["success_rate"]
-        if imagined_refined:
-            entry["imagined_success_refined"] = sum(imagined_refined) / len(imagined_refined)
-            # Large and positive: the policy learned to fool the world model and the classifier.
-            entry["exploitation_gap"] = entry["imagined_success_refined"] - entry["refined"]["success_rate"]
+        entry |= _imagined_vs_real(task, seed_rows, entry, e.deterministic)
         entry["real_success_periodic"] = {r["seed"]: r["real_success_periodic"] for r in refine_metrics["seeds"]}
         per_task[task] = entry
-        pooled_bc += bc["per_episode"]
-        pooled_refined += refined_all
-    overall = {"bc": success_summary(pooled_bc), "refined": success_summary(pooled_refined),
-               **paired_uplift(pooled_bc, pooled_refined), "seeds": list(seeds), "episodes_per_seed_and_task": n}
-    metrics = {"profile": params.profile.name, "smoke_scale": params.profile.smoke_scale,
-               "episodes_per_task": n * len(seeds), "per_task": per_task, "overall": overall,
-               "videos": sorted(videos)}
-    return metrics
+    pooled_refined = [x for o in outcomes for s in seeds for x in o.refined[s]]
+    overall = {"bc": success_summary([x for o in outcomes for x in o.bc]), "refined": success_summary(pooled_refined),
+               **_uplift_fields(pooled_interval(outcomes)), "seeds": list(seeds), "scenes_per_task": n,
+               "real_episodes_used": sum(per_task[t]["real_episodes_used"] for t in params.collect.tasks)}
+    return {"profile": params.profile.name, "smoke_scale": params.profile.smoke_scale,
+            "episodes_per_policy": n, "per_task": per_task, "overall": overall, "videos": sorted(videos)}
+
+
+def _uplift_fields(interval: dict[str, Any]) -> dict[str, Any]:
+    """An interval result (w4rl_core/eval/intervals.py) as the metric keys the gate and reports read."""
+    return {"pairs": interval["pairs"], "uplift": interval["uplift"], "uplift_ci95": interval["ci95"],
+            "pairs_refined_only": interval["pairs_refined_only"], "pairs_bc_only": interval["pairs_bc_only"],
+            "interval": {k: interval[k] for k in ("method", "seeds", "scenes", "se", "seed_variation_estimable",
+                                                  "warning", "note") if k in interval}}
+
+
+def _imagined_vs_real(task: str, seed_rows: list[dict[str, Any]], entry: dict[str, Any],
+                      deterministic: bool, tolerance: float = 0.15) -> dict[str, Any]:
+    """BC's and the refined policies' imagined success next to their real success. Like for like
+    only when the real evaluation is deterministic too (the imagined one always is)."""
+    import logging
+
+    out: dict[str, Any] = {}
+    if not deterministic:
+        return {"imagined_vs_real": "not compared: evaluate.deterministic is false, imagined evaluation is deterministic"}
+    imagined_bc = [r["imagined_eval_bc"] for r in seed_rows if r["imagined_eval_bc"] is not None]
+    imagined_refined = [r["imagined_eval_refined"] for r in seed_rows if r["imagined_eval_refined"] is not None]
+    if imagined_bc:
+        out["imagined_success_bc"] = sum(imagined_bc) / len(imagined_bc)
+        out["calibration_gap"] = out["imagined_success_bc"] - entry["bc"]["success_rate"]
+        if abs(out["calibration_gap"]) > tolerance:
+            logging.getLogger("w4rl.evaluate").warning(
+                "%s: BC's imagined success %.2f is off its real success %.2f (same deterministic policy): refinement "
+                "optimised a reward the robot disagrees with", task, out["imagined_success_bc"], entry["bc"]["success_rate"])
+    if imagined_refined:
+        out["imagined_success_refined"] = sum(imagined_refined) / len(imagined_refined)
+        # Large and positive: the policy learned to fool the world model and the classifier.
+        out["exploitation_gap"] = out["imagined_success_refined"] - entry["refined"]["success_rate"]
+    return out
 
 
 def _calibration_on_store(detector, store_path_: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ def run(params: Params, paths: list[str], report_path: str | None, metrics_path:
         context_frames=params.validate.context_frames,
         known_tasks=params.collect.tasks,
         action_tolerance=params.validate.action_tolerance,
+        distinct_scenes=params.validate.distinct_scenes,
     )
     report = validate_stores(paths, config)
     report["profile"] = {"name": params.profile.name, "smoke_scale": params.profile.smoke_scale}
@@ -31,6 +32,7 @@ def data_metrics(report: dict[str, Any]) -> dict[str, Any]:
         info = s.get("info") or {}
         for key, entry in (info.get("by_task_kind") or {}).items():
             per_store[key] = {k: entry[k] for k in ("episodes", "frames", "success_rate")}
+            per_store[key]["distinct_scenes"] = (info.get("scenes") or {}).get("distinct")
     return {
         "valid": report["ok"],
         "issues": report["n_issues"],

@@ -34,6 +34,7 @@ from w4rl_core.robots.metaworld_robot import (
     ScriptedExpert,
 )
 from w4rl_core.robots.protocol import Policy
+from w4rl_core.robots.scenes import ScenePool, SceneSlice
 
 #: Builds the acting policy inside a worker: (robot, episode seed) -> Policy. Must be picklable
 #: (a module-level function or functools.partial) to cross into worker processes.
@@ -57,8 +58,16 @@ class CollectConfig:
     seed: int = 0
     workers: int = 0  # worker processes; 0 = one per core, 1 = in this process
     frames_per_shard: int = 1024
+    # Scenes (w4rl_core/robots/scenes.py): episode j of this run starts from scene first_scene + j
+    # of the pool of these MT1 benchmark seeds, so no scene repeats. Empty: the simulator draws a
+    # variation of its own benchmark per episode, with replacement (ad-hoc use only).
+    scene_seeds: tuple[int, ...] = ()
+    first_scene: int = 0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "scene_seeds", tuple(int(s) for s in self.scene_seeds))
+        if self.scene_seeds:
+            self.scenes().check_fits(self.episodes, f"collection of {self.task}/{self.kind}")
         if self.kind not in ("expert", "random", "policy", "eval"):
             raise ValueError(f"collect kind must be expert, random, policy or eval, got {self.kind!r}")
         if self.episodes < 1 or self.episode_len < 2 or self.first_episode < 0:
@@ -69,6 +78,9 @@ class CollectConfig:
         robot = self.robot_config()
         object.__setattr__(self, "task", robot.task)
         object.__setattr__(self, "crop", robot.crop)
+
+    def scenes(self) -> SceneSlice | None:
+        return SceneSlice(ScenePool(self.scene_seeds), self.first_scene) if self.scene_seeds else None
 
     def robot_config(self) -> MetaWorldConfig:
         return MetaWorldConfig(
@@ -83,9 +95,11 @@ def episode_seed(base_seed: int, task: str, kind: str, index: int) -> int:
     return int(seq.generate_state(1)[0])
 
 
-def rollout(robot: MetaWorldRobot, policy: Policy, length: int, seed: int, task: str, kind: str) -> Episode:
-    """Record one episode of ``length`` steps (see episode.py for the time convention)."""
-    obs = robot.reset(seed)
+def rollout(robot: MetaWorldRobot, policy: Policy, length: int, seed: int, task: str, kind: str,
+            scene: tuple[int, int] | None = None) -> Episode:
+    """Record one episode of ``length`` steps (see episode.py for the time convention), from
+    `scene` when given (robots that place scenes themselves are reset with the seed alone)."""
+    obs = robot.reset(seed) if scene is None else robot.reset(seed, scene=scene)
     rgb, state, actions, rewards, success = [], [], [], [], []
     reward_t, success_t = 0.0, False
     for t in range(length):
@@ -106,6 +120,7 @@ def rollout(robot: MetaWorldRobot, policy: Policy, length: int, seed: int, task:
         reward=np.asarray(rewards, dtype=np.float32),
         success=np.asarray(success, dtype=np.uint8),
         state=np.stack(state).astype(np.float32),
+        scene=str(getattr(robot, "scene_id", "") or ""),
     )
 
 
@@ -138,7 +153,9 @@ def _collect_one(index: int) -> Episode:
     robot: MetaWorldRobot = _worker["robot"]
     seed = episode_seed(config.seed, config.task, config.kind, index)
     policy = _make_policy(robot, config, _worker["factory"], seed)
-    return rollout(robot, policy, config.episode_len, seed, config.task, config.kind)
+    scenes = config.scenes()
+    scene = None if scenes is None else scenes.scene(index - config.first_episode)
+    return rollout(robot, policy, config.episode_len, seed, config.task, config.kind, scene)
 
 
 def _indices(config: CollectConfig) -> range:

@@ -29,6 +29,7 @@ class Episode:
     reward: np.ndarray  # (L,) float32
     success: np.ndarray  # (L,) uint8 in {0, 1}
     state: np.ndarray  # (L, S) float32 proprioception / low-dim observation
+    scene: str = ""  # the scene's identity (w4rl_core/robots/scenes.py); "" = not recorded
 
     def __post_init__(self) -> None:
         if self.kind not in EPISODE_KINDS:

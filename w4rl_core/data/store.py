@@ -10,6 +10,7 @@ Layout (docs/design.md#data-layout)::
     meta/episode_ends  int64 (E,)  exclusive end index of each episode in the time axis
     meta/episode_task  int16 (E,)  index into attrs["tasks"]
     meta/episode_kind  int8  (E,)  index into attrs["kinds"] (EPISODE_KINDS)
+    meta/episode_scene uint64 (E,) the scene's identity (w4rl_core/robots/scenes.py), 0 = not recorded
 
 Episodes are concatenated along time. Images are sharded so that a 10,000-frame store is a few dozen
 objects rather than one per frame: DVC and S3 pay ~10 ms per object (docs/design.md#storage).
@@ -35,8 +36,25 @@ from w4rl_core.data.episode import EPISODE_KINDS, Episode
 from w4rl_core.data.stats import batch_stats, merge_stats
 from w4rl_core.data.storage import open_zarr_store
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: meta/episode_scene
 STATS_KEYS = ("rgb", "action", "reward", "success", "state")
+
+
+def scene_code(scene: str) -> int:
+    """A scene id (16 hex digits, scenes.scene_id) as the uint64 stored per episode; "" -> 0."""
+    if not scene:
+        return 0
+    try:
+        code = int(scene, 16)
+    except ValueError:
+        code = -1
+    if not 0 < code < 2**64 or len(scene) != 16:
+        raise ValueError(f"scene id must be 16 hex digits (scenes.scene_id), got {scene!r}")
+    return code
+
+
+def scene_from_code(code: int) -> str:
+    return "" if int(code) == 0 else f"{int(code):016x}"
 
 
 class StoreFormatError(RuntimeError):
@@ -169,7 +187,8 @@ class EpisodeStore:
             ("state", "float32", (layout.state_dim,)),
         ):
             data.create_array(name, shape=(0, *tail), chunks=(n_shard * 8, *tail), dtype=dtype, compressors=_blosc())
-        for name, dtype in (("episode_ends", "int64"), ("episode_task", "int16"), ("episode_kind", "int8")):
+        for name, dtype in (("episode_ends", "int64"), ("episode_task", "int16"), ("episode_kind", "int8"),
+                            ("episode_scene", "uint64")):
             meta.create_array(name, shape=(0,), chunks=(65536,), dtype=dtype, compressors=_blosc())
         layout_attrs = asdict(layout)
         root.attrs.update(
@@ -232,6 +251,7 @@ class EpisodeStore:
         self.episode_ends = np.asarray(meta["episode_ends"][:], dtype=np.int64)
         self._task_codes = np.asarray(meta["episode_task"][:], dtype=np.int64)
         self._kind_codes = np.asarray(meta["episode_kind"][:], dtype=np.int64)
+        self._scene_codes = np.asarray(meta["episode_scene"][:], dtype=np.uint64)
         self.attrs: dict[str, Any] = self._root.attrs.asdict()
 
     @property
@@ -281,6 +301,11 @@ class EpisodeStore:
     @property
     def episode_task(self) -> list[str]:
         return self._names(self._task_codes, self.attrs["tasks"])
+
+    @property
+    def episode_scene(self) -> list[str]:
+        """Scene identity per episode ("" where none was recorded)."""
+        return [scene_from_code(c) for c in self._scene_codes]
 
     @property
     def episode_kind(self) -> list[str]:
@@ -333,6 +358,7 @@ class EpisodeStore:
             ("episode_ends", ends),
             ("episode_task", [tasks.index(ep.task) for ep in episodes]),
             ("episode_kind", [EPISODE_KINDS.index(ep.kind) for ep in episodes]),
+            ("episode_scene", [scene_code(ep.scene) for ep in episodes]),
         ):
             meta[key].resize((e0 + len(episodes),))
             meta[key][e0:] = np.asarray(values, dtype=meta[key].dtype)
@@ -371,7 +397,8 @@ class EpisodeStore:
             raise IndexError(f"episode {index} out of range (store has {self.n_episodes})")
         start, end = int(self.episode_starts[index]), int(self.episode_ends[index])
         arrays = self.read(start, end - start)
-        return Episode(task=self.episode_task[index], kind=self.episode_kind[index], **arrays)
+        return Episode(task=self.episode_task[index], kind=self.episode_kind[index],
+                       scene=scene_from_code(self._scene_codes[index]), **arrays)
 
     def read(self, start: int, length: int, keys: Sequence[str] = STATS_KEYS) -> dict[str, np.ndarray]:
         """Rows [start, start+length) of the given data arrays (no episode check; see windows)."""
@@ -410,6 +437,7 @@ class EpisodeStore:
             entry["successes"] += int(success[self.episode_starts[i] : self.episode_ends[i]].any())
         for entry in per.values():
             entry["success_rate"] = entry["successes"] / entry["episodes"]
+        scenes = [s for s in self.episode_scene if s]
         return {
             "url": self.url,
             "format_version": self.attrs["format_version"],
@@ -427,6 +455,7 @@ class EpisodeStore:
                 "mean": float(lengths.mean()) if len(lengths) else 0.0,
             },
             "by_task_kind": per,
+            "scenes": {"recorded": len(scenes), "distinct": len(set(scenes))},
             "source": self.attrs.get("source", {}),
         }
 

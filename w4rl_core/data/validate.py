@@ -28,6 +28,7 @@ EXPECTED_DTYPES = {
     "meta/episode_ends": "int64",
     "meta/episode_task": "int16",
     "meta/episode_kind": "int8",
+    "meta/episode_scene": "uint64",
 }
 
 
@@ -39,6 +40,9 @@ class ValidationConfig:
     known_tasks: tuple[str, ...] | None = None  # None: any task the store declares
     action_tolerance: float = 1e-6  # slack on the action bounds (float32 round-off)
     max_reported_per_check: int = 20  # per (field, check); the count is always complete
+    # Every episode records its scene, and no scene repeats within a store: collection draws scenes
+    # without replacement (w4rl_core/robots/scenes.py). Off for stores of other tools.
+    distinct_scenes: bool = False
 
     def __post_init__(self) -> None:
         if self.context_frames < 1:
@@ -133,7 +137,7 @@ def _check_structure(store: EpisodeStore, report: StoreReport, limit: int) -> bo
     if not usable:
         return False
     n_ep = store.n_episodes
-    for key in ("meta/episode_task", "meta/episode_kind"):
+    for key in ("meta/episode_task", "meta/episode_kind", "meta/episode_scene"):
         if store.array(key).shape[0] != n_ep:
             report.add(
                 Issue(url, key, "length", f"{store.array(key).shape[0]} entries for {n_ep} episode ends"), limit
@@ -162,6 +166,7 @@ def _episode_table(store: EpisodeStore) -> pd.DataFrame:
     tasks = store.attrs["tasks"]
     task_codes = store.array("meta/episode_task")[:].astype(np.int64)
     kind_codes = store.array("meta/episode_kind")[:].astype(np.int64)
+    scenes = store.episode_scene
     rgb = store.array("data/rgb")
     rows = []
     for i, (s, e) in enumerate(zip(starts, ends)):
@@ -175,6 +180,7 @@ def _episode_table(store: EpisodeStore) -> pd.DataFrame:
                 "task_code": int(task_codes[i]),
                 "task": tasks[task_codes[i]] if 0 <= task_codes[i] < len(tasks) else f"<code {task_codes[i]}>",
                 "kind_code": int(kind_codes[i]),
+                "scene": scenes[i],
                 "rgb_min": float(frames.min()),
                 "rgb_max": float(frames.max()),
                 # Std of each frame, minimum over the episode: 0 means a constant (blank) frame.
@@ -184,7 +190,11 @@ def _episode_table(store: EpisodeStore) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _episode_schema(n_tasks: int, known_tasks: tuple[str, ...] | None, min_len: int) -> pa.DataFrameSchema:
+def _episode_schema(n_tasks: int, known_tasks: tuple[str, ...] | None, min_len: int,
+                    distinct_scenes: bool = False) -> pa.DataFrameSchema:
+    scene_checks = [pa.Check(lambda s: s != "", element_wise=False, error="scene not recorded"),
+                    pa.Check(lambda s: ~s.duplicated(keep="first"), error="scene repeats an earlier episode's")
+                    ] if distinct_scenes else []
     task_checks = [pa.Check.isin(list(known_tasks), error="task is not in the allowed task list")] if known_tasks else []
     return pa.DataFrameSchema(
         {
@@ -198,6 +208,7 @@ def _episode_schema(n_tasks: int, known_tasks: tuple[str, ...] | None, min_len: 
             "kind_code": pa.Column(
                 int, pa.Check.in_range(0, len(EPISODE_KINDS) - 1, error=f"kind code outside {EPISODE_KINDS}")
             ),
+            "scene": pa.Column(str, scene_checks),
             "rgb_min": pa.Column(float, pa.Check.ge(0, error="rgb values below 0")),
             "rgb_max": pa.Column(float, pa.Check.le(255, error="rgb values above 255")),
             "rgb_frame_std_min": pa.Column(
@@ -214,6 +225,7 @@ _EPISODE_FIELDS = {
     "task_code": "meta/episode_task",
     "task": "meta/episode_task",
     "kind_code": "meta/episode_kind",
+    "scene": "meta/episode_scene",
     "rgb_min": "data/rgb",
     "rgb_max": "data/rgb",
     "rgb_frame_std_min": "data/rgb",
@@ -306,7 +318,8 @@ def validate_store(url: str, config: ValidationConfig, endpoint_url: str | None 
     report.info = store.info()
 
     episodes = _episode_table(store)
-    schema = _episode_schema(len(store.attrs["tasks"]), config.known_tasks, config.context_frames + 1)
+    schema = _episode_schema(len(store.attrs["tasks"]), config.known_tasks, config.context_frames + 1,
+                             config.distinct_scenes)
     _run_schema(schema, episodes, report, limit, lambda i: (i, None), lambda c: _EPISODE_FIELDS.get(c, c))
 
     ends = store.episode_ends

@@ -66,8 +66,9 @@ def evaluate_policy_in_sim(
     factory = functools.partial(policy_factory, path=str(policy_dir), deterministic=deterministic)
     collect(base, out_store, policy_factory=factory, progress=progress)
     store = EpisodeStore.open(out_store)
-    per_episode = [store.episode(i).succeeded for i in range(store.n_episodes)]
-    return success_summary(per_episode) | {"per_episode": per_episode}
+    success = store.array("data/success")[:]
+    per_episode = [bool(success[s:e].any()) for s, e in zip(store.episode_starts, store.episode_ends)]
+    return success_summary(per_episode) | {"per_episode": per_episode, "scenes": store.episode_scene}
 
 
 def evaluate_on_robot(robot: Any, policy: Any, episodes: int, seed: int, episode_len: int) -> dict[str, Any]:

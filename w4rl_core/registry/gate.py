@@ -1,9 +1,13 @@
 """The promotion gate: explicit rules over the metric files, one decision record per task.
 
 A rule whose input is missing or malformed fails (with the reason): the gate never promotes on
-absent evidence. Rules: world-model fidelity thresholds (shared by every task), refined success at
-least BC success + margin; and, at promotion time, no regression against the task's currently
-promoted policy (regression_rule).
+absent evidence. Every per-task rule reads the policy it would promote (the task's candidate seed):
+its own distinct evaluation scenes (none of them a training or selection scene), its success, its
+paired uplift over BC on the same scenes and that uplift's interval; a candidate that is BC's own
+weights, or gains nothing over BC, is refused ("refinement gave nothing: BC kept"). World-model
+fidelity thresholds and the optional pooled-uplift rules (over every task and seed: the method, not
+one policy) are shared by every task. At promotion time the candidate is compared with the task's
+promoted policy on the same scenes, with an interval (regression_rule).
 """
 
 from __future__ import annotations
@@ -26,7 +30,10 @@ class GateRules:
     min_overall_uplift_ci_low: float | None = None  # all tasks pooled: lower end of its 95% interval >= this
     min_refined_success: float = 0.0  # the promotion candidate's success rate
     regression_margin: float = 0.0  # candidate >= promoted - margin
-    min_episodes: int = 1  # evaluation episodes per policy, at least
+    min_episodes: int = 1  # distinct evaluation scenes of the candidate, at least
+    # A candidate that is BC's weights or gains nothing over BC is not promoted as refined. False
+    # only for smoke tests of the promotion mechanics (Params refuses it outside smoke scale).
+    require_refinement_gain: bool = True
 
     def __post_init__(self) -> None:
         if self.min_episodes < 1 or self.regression_margin < 0:
@@ -106,36 +113,83 @@ def overall_rules(rules: GateRules, policy: dict[str, Any] | None) -> list[dict[
 
 
 def task_rules(rules: GateRules, entry: dict[str, Any] | None) -> list[dict[str, Any]]:
-    refined = _number(entry, "candidate", "success_rate")
-    n = _number(entry, "refined", "episodes")
-    uplift = _number(entry, "uplift")
+    """Rules on the task's promotion candidate, from its own evaluation (`entry["candidate"]`)."""
+    scenes = _number(entry, "candidate", "distinct_scenes")
+    training, selection = _number(entry, "scenes", "overlap_training"), _number(entry, "scenes", "overlap_selection")
+    leaks = None if training is None or selection is None else training + selection
+    success = _number(entry, "candidate", "success_rate")
+    uplift = _number(entry, "candidate", "uplift")
     out = [
-        _rule("evaluation_episodes", n, rules.min_episodes, n is not None and n >= rules.min_episodes,
-              "refined evaluation episodes"),
-        _rule("refined_success", refined, rules.min_refined_success,
-              refined is not None and refined >= rules.min_refined_success, "candidate's success rate"),
+        _rule("evaluation_scenes", scenes, rules.min_episodes, scenes is not None and scenes >= rules.min_episodes,
+              "candidate's distinct evaluation scenes"),
+        _rule("unseen_scenes", leaks, 0, leaks == 0, "evaluation scenes that are training or selection scenes"),
+        _rule("refined_success", success, rules.min_refined_success,
+              success is not None and success >= rules.min_refined_success, "candidate's success rate"),
         _rule("uplift_over_bc", uplift, rules.min_uplift, uplift is not None and uplift >= rules.min_uplift,
-              "refined - BC success (paired, all seeds)"),
+              "candidate's paired uplift over BC on the same scenes"),
+        gave_something_rule(entry, rules.require_refinement_gain),
     ]
     if rules.min_uplift_ci_low is not None:
-        ci = entry.get("uplift_ci95") if isinstance(entry, dict) else None
+        ci = _section(entry, "candidate").get("uplift_ci95")
         low = _number({"v": ci[0]}, "v") if isinstance(ci, list) and ci else None
         out.append(_rule("uplift_ci_low", low, rules.min_uplift_ci_low, low is not None and low >= rules.min_uplift_ci_low,
-                         "lower end of the task's uplift 95% interval"))
+                         "lower end of the candidate's uplift 95% interval"))
     return out
 
 
-def regression_rule(rules: GateRules, entry: dict[str, Any] | None, promoted: float | None) -> dict[str, Any]:
-    """The candidate against the task's currently promoted policy. Checked when promoting, not in
-    the gate stage: the registry is state outside the DVC graph, and a stage must be a function of
-    what it declares."""
-    refined = _number(entry, "candidate", "success_rate")
-    if promoted is None:
-        return {"rule": "non_regression", "passed": True, "value": refined, "threshold": None,
+def gave_something_rule(entry: dict[str, Any] | None, required: bool = True) -> dict[str, Any]:
+    """A 'refined' policy that is BC (refinement returned BC's weights, iteration 0) or that is no
+    better than BC on the evaluation scenes is not promoted as refined: BC stays what it was."""
+    iteration = _number(entry, "candidate", "selected_iteration")
+    uplift = _number(entry, "candidate", "uplift")
+    rule = {"rule": "refinement_gave_something", "value": uplift, "threshold": 0.0}
+    if not required:
+        gained = iteration not in (None, 0) and uplift is not None and uplift > 0
+        return rule | {"passed": True, "reason": "not required (gate.require_refinement_gain: false, smoke scale): "
+                                                 + ("candidate gains over BC" if gained else "refinement gave nothing")}
+    if iteration is None or uplift is None:
+        return rule | {"passed": False, "reason": "candidate's selected_iteration or uplift is missing or malformed"}
+    if iteration == 0:
+        return rule | {"passed": False, "reason": "refinement gave nothing: BC kept (the candidate is BC's own weights)"}
+    if uplift <= 0:
+        return rule | {"passed": False, "reason": f"refinement gave nothing: BC kept (candidate's uplift over BC is "
+                                                  f"{uplift:.4g} on the evaluation scenes)"}
+    return rule | {"passed": True, "reason": f"candidate (iteration {iteration:.0f}) gains {uplift:.4g} over BC"}
+
+
+def regression_rule(rules: GateRules, comparison: dict[str, Any] | None) -> dict[str, Any]:
+    """The candidate against the task's currently promoted policy, both run on the candidate's
+    evaluation scenes: `comparison` is their paired difference (candidate - promoted) with its
+    interval (w4rl_core.eval.intervals.paired_interval), None when nothing is promoted. Fails when
+    the candidate is worse by more than the margin, or worse with its whole interval below 0.
+    Checked when promoting, not in the gate stage: the registry is state outside the DVC graph,
+    and a stage must be a function of what it declares."""
+    if comparison is None:
+        return {"rule": "non_regression", "passed": True, "value": None, "threshold": None,
                 "reason": "no policy of this task is promoted yet"}
-    floor = promoted - rules.regression_margin
-    return _rule("non_regression", refined, floor, refined is not None and refined >= floor,
-                 f"candidate's success vs promoted {promoted:.4g} - margin")
+    diff = _number(comparison, "uplift")
+    ci = comparison.get("ci95") if isinstance(comparison, dict) else None
+    high = _number({"v": ci[1]}, "v") if isinstance(ci, list) and len(ci) == 2 else None
+    floor = -rules.regression_margin
+    if diff is None or high is None:
+        return _rule("non_regression", None, floor, False, "candidate - promoted success on the same scenes")
+    passed = diff >= floor and high >= 0
+    verdict = "meets" if passed else ("fails" if diff < floor else "fails (interval wholly below 0)")
+    return {"rule": "non_regression", "passed": passed, "value": diff, "threshold": floor,
+            "ci95": [float(v) for v in ci], "scenes": comparison.get("scenes"),
+            "reason": f"candidate - promoted success on the same {comparison.get('scenes')} scenes = {diff:.4g} "
+                      f"[{ci[0]:.3g}, {ci[1]:.3g}] {verdict} threshold {floor}"}
+
+
+def summary(checks: list[dict[str, Any]]) -> str:
+    """One line for people: promoted, or the first reason it is not."""
+    failed = [c for c in checks if not c["passed"]]
+    if not failed:
+        return "promote: every rule holds"
+    nothing = next((c for c in failed if c["rule"] == "refinement_gave_something"), None)
+    if nothing is not None:
+        return nothing["reason"]
+    return f"not promoted: {failed[0]['reason']}" + (f" (and {len(failed) - 1} more)" if len(failed) > 1 else "")
 
 
 def decide(
@@ -143,19 +197,21 @@ def decide(
     fidelity: dict[str, Any] | None,
     policy: dict[str, Any] | None,
     tasks: list[str],
-    promoted: dict[str, float] | None = None,
+    promoted: dict[str, dict[str, Any] | None] | None = None,
 ) -> dict[str, Any]:
     """The decision record: inputs, every rule with pass/fail and reason, and a verdict per task.
-    With `promoted` (task -> promoted policy's success) the non-regression rule is applied too."""
+    With `promoted` (task -> the candidate's comparison with the promoted policy, see
+    regression_rule) the non-regression rule is applied too."""
     shared = fidelity_rules(rules, fidelity) + overall_rules(rules, policy)
     per_task = {}
     for task in tasks:
         entry = policy.get("per_task", {}).get(task) if isinstance(policy, dict) else None
         checks = shared + task_rules(rules, entry)
         if promoted is not None:
-            checks.append(regression_rule(rules, entry, promoted.get(task)))
+            checks.append(regression_rule(rules, promoted.get(task)))
         failed = [c["rule"] for c in checks if not c["passed"]]
-        per_task[task] = {"promote": not failed, "failed_rules": failed, "rules": checks}
+        per_task[task] = {"promote": not failed, "failed_rules": failed, "rules": checks,
+                          "decision": summary(checks)}
     return {
         "rules": asdict(rules),
         "inputs_present": {"fidelity": fidelity is not None, "policy": policy is not None},

@@ -160,6 +160,17 @@ class Registry:
         self._store.put_new(key, json.dumps(full, indent=2, sort_keys=True).encode())
         return full
 
+    def fetch_policy(self, policy_id: str, dest: str | Path) -> Path:
+        """The registered policy's files into `dest` (a new directory), checked against the
+        record's sha256 (weights are safetensors: nothing from storage is unpickled)."""
+        record, dest = self.get(policy_id), Path(dest)
+        dest.mkdir(parents=True)
+        for name in ("model.safetensors", "config.json"):
+            (dest / name).write_bytes(self._store.get(f"{POLICIES}/{policy_id}/{name}"))
+        if sha256_file(dest / "model.safetensors") != record["policy_sha256"]:
+            raise RegistryConflict(f"{policy_id}: the registry's weights do not match their record's sha256")
+        return dest
+
     @staticmethod
     def policy_id(task: str, policy_dir: str | Path) -> str:
         """The id a policy gets: task@<weights sha256[:12]> (same weights, same id)."""

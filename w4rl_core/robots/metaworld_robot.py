@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from w4rl_core.robots.protocol import Observation
+from w4rl_core.robots.scenes import SCENES_PER_BENCHMARK, scene_id
 
 # MuJoCo picks its GL backend at import time; EGL is the only headless one that works here
 # (GLFW needs a display, OSMesa returned wrong images at 96/128 px).
@@ -129,6 +130,8 @@ class MetaWorldRobot:
         self.state_dim = int(self._env.observation_space.shape[0])
         self.fps = 1.0 / (sim.dt * config.action_repeat)
         self._last_state: np.ndarray | None = None
+        self._benchmarks: dict[int, list[Any]] = {config.benchmark_seed: self._variations}
+        self.scene_id = ""  # identity of the scene of the last reset (scenes.scene_id)
 
     @property
     def n_variations(self) -> int:
@@ -153,10 +156,29 @@ class MetaWorldRobot:
         assert self._last_state is not None, "reset() first"
         return self._last_state
 
-    def reset(self, seed: int) -> Observation:
-        rng = np.random.default_rng(seed)
-        self._env.unwrapped.set_task(self._variations[int(rng.integers(len(self._variations)))])
+    def _variation(self, benchmark_seed: int, index: int) -> Any:
+        """Variation `index` of MT1 built with `benchmark_seed` (built once per seed: ~0.5 s)."""
+        if benchmark_seed not in self._benchmarks:
+            import metaworld
+
+            tasks = list(metaworld.MT1(self.task, seed=benchmark_seed).train_tasks)
+            if len(tasks) != SCENES_PER_BENCHMARK:  # scenes.py's pool arithmetic relies on it
+                raise RuntimeError(f"MT1({self.task}) has {len(tasks)} variations, expected {SCENES_PER_BENCHMARK}")
+            self._benchmarks[benchmark_seed] = tasks
+        return self._benchmarks[benchmark_seed][index]
+
+    def reset(self, seed: int, scene: tuple[int, int] | None = None) -> Observation:
+        """Start an episode. `scene` = (benchmark seed, variation) places objects and goal exactly
+        (scenes.ScenePool); without it a variation of the robot's own benchmark is drawn from
+        `seed`, with replacement (the simulator's default protocol, kept for ad-hoc use)."""
+        if scene is None:
+            rng = np.random.default_rng(seed)
+            task = self._variations[int(rng.integers(len(self._variations)))]
+        else:
+            task = self._variation(int(scene[0]), int(scene[1]))
+        self._env.unwrapped.set_task(task)
         state, _ = self._env.reset(seed=int(seed))
+        self.scene_id = scene_id(self.task, self._env.unwrapped._last_rand_vec)
         obs = self._obs(state)
         if obs.rgb.max() == 0:
             raise RuntimeError(

@@ -48,16 +48,30 @@ def _episodes(w: FrameWindows, probs: torch.Tensor, kinds: tuple[str, ...] | Non
     return [probs[bounds[i][0]:bounds[i][1]].numpy() for i in keep], w.succeeded()[keep]
 
 
+def split_for_check(val: FrameWindows) -> tuple[FrameWindows, FrameWindows]:
+    """Held-out episodes in two disjoint halves, alternating within each kind: the first chooses the
+    detector (threshold, persistence), the second checks it. A figure computed on the episodes that
+    chose the detector would be in-sample, and flattering."""
+    seen: dict[str, int] = {}
+    first, second = [], []
+    for i, kind in enumerate(val.episode_kind):
+        (first if seen.get(kind, 0) % 2 == 0 else second).append(i)
+        seen[kind] = seen.get(kind, 0) + 1
+    return val.episodes(first), val.episodes(second)
+
+
 def train_classifier(
     cnn: CNNConfig, config: SupervisedConfig, train: FrameWindows, val: FrameWindows, progress: bool = False,
     calibrate_on: FrameWindows | None = None, balanced: bool = True, log: CurveLog | None = None,
-    checkpoint_dir: str | os.PathLike[str] | None = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None, check: FrameWindows | None = None,
 ) -> tuple[SuccessClassifier, dict[str, Any]]:
     """Fit the classifier on `train`, then calibrate its episode-level detector on the episodes of
     `calibrate_on` (default: `val`).
 
-    The report's `reward_calibration` is the figure that matters for refinement: on held-out real
-    BC episodes (kind `policy`), the true episode success rate next to the detector's.
+    The report's `reward_calibration` is the figure that matters for refinement: on real BC
+    episodes (kind `policy`) of `check` (held out, and not among the episodes that chose the
+    detector), the true episode success rate next to the detector's. Without `check` it falls back
+    to `val`'s and says it is in-sample when `val` also chose the detector.
     """
     labels = train.success.bool()
     pos, neg = labels.nonzero().squeeze(-1), (~labels).nonzero().squeeze(-1)
@@ -90,11 +104,17 @@ def train_classifier(
     if len(truth) == 0:
         raise ValueError("no held-out episodes to calibrate the success detector on (world_model.val_fraction)")
     detector, grid = calibrate(probs, truth)
-    bc_probs, bc_truth = _episodes(val, val_probs, ("policy",))
+    if check is not None:
+        bc_probs, bc_truth = _episodes(check, frame_probs(clf, check, device), ("policy",))
+        of = "held-out BC rollouts that did not choose the detector (out of sample)"
+    else:
+        bc_probs, bc_truth = _episodes(val, val_probs, ("policy",))
+        of = "held-out BC rollouts" + (" (in sample: they also chose the detector)" if calibrate_on is None else "")
     report |= {
         "detector": {"threshold": detector.threshold, "persistence": detector.persistence},
         "calibration_grid": grid,
-        "reward_calibration": calibration_report(bc_probs, bc_truth, detector) | {"episodes_of": "held-out BC rollouts"},
-        "episode_calibration_all": calibration_report(probs, truth, detector),
+        "reward_calibration": calibration_report(bc_probs, bc_truth, detector) | {"episodes_of": of},
+        # In sample by construction: the episodes the detector was chosen on.
+        "episode_calibration_all": calibration_report(probs, truth, detector) | {"episodes_of": "calibration episodes"},
     }
     return clf.cpu(), report
