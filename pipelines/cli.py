@@ -267,12 +267,18 @@ def evaluate(params: ParamsOpt = DEFAULT_PARAMS) -> None:
     from pipelines.stages import policy as stage
 
     m = stage.evaluate(_policy_params(params, None))
+    typer.echo(f"{m['episodes_per_policy']} distinct unseen scenes per task, each once per policy; intervals "
+               "resample refinement seeds and scenes")
     typer.echo(f"{'task':<20} {'BC':>14} {'refined':>14} {'uplift [95% CI]':>24}")
     for task, e in [*m["per_task"].items(), ("overall", m["overall"])]:
         lo, hi = e["uplift_ci95"]
         typer.echo(f"{task:<20} {e['bc']['success_rate']:>6.2f} (n={e['bc']['episodes']:>3}) "
                    f"{e['refined']['success_rate']:>6.2f} (n={e['refined']['episodes']:>3}) "
                    f"{e['uplift']:>+7.2f} [{lo:+.2f}, {hi:+.2f}]")
+        for row in e["seeds"] if task in m["per_task"] else []:  # overall["seeds"] lists the seed numbers
+            lo, hi = row["uplift_ci95"]
+            typer.echo(f"  seed {row['seed']:<13} {'':>14} {row['success_rate']:>6.2f} (n={row['episodes']:>3}) "
+                       f"{row['uplift']:>+7.2f} [{lo:+.2f}, {hi:+.2f}]")
 
 
 robot_app = typer.Typer(help="Serve a robot over the network, or evaluate on one.", no_args_is_help=True)
@@ -370,7 +376,7 @@ def gate(params: ParamsOpt = DEFAULT_PARAMS) -> None:
     typer.echo(p.profile.banner, err=True)
     decision = stage.gate(p)
     for task, verdict in decision["tasks"].items():
-        typer.echo(f"{task}: {'PROMOTE' if verdict['promote'] else 'REFUSE'}")
+        typer.echo(f"{task}: {'PROMOTE' if verdict['promote'] else 'REFUSE'}: {verdict['decision']}")
         for rule in verdict["rules"]:
             typer.echo(f"  [{'pass' if rule['passed'] else 'FAIL'}] {rule['rule']}: {rule['reason']}")
     typer.echo(f"decision record: {GATE_RECORD}")

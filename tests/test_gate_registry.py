@@ -161,7 +161,8 @@ def test_run_report_holds_every_section(tmp_path):
     build_run_report(tmp_path / "r.html", title="run", smoke_scale=True, drift=drift, fidelity=fid,
                      fidelity_dir=None, policy=pol, gate=gate)
     page = (tmp_path / "r.html").read_text()
-    for words in ("SMOKE-SCALE", "Dataset drift", "PSNR h1", "uplift 95% CI", "REFUSE", "fidelity_beats_copy_last_frame"):
+    for words in ("SMOKE-SCALE", "Dataset drift", "PSNR h1", "95% CI (seeds x scenes)", "candidate uplift", "REFUSE",
+                  "fidelity_beats_copy_last_frame"):
         assert words in page
 
 

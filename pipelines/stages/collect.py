@@ -24,6 +24,8 @@ def run(
         raise ValueError(f"collect.episodes.{kind} is {n}: nothing to collect for {task}/{kind}")
     # Training scenes (w4rl_core/robots/scenes.py): each kind its own run of the training pool, so no
     # two training episodes of a task share a scene and none is an evaluation scene.
-    config = p.collect_config(task, kind, n, **params.scene_slice("training", kind))
+    # An `eval` collection runs the evaluation scenes, as the evaluate stage does.
+    scenes = params.scene_slice("evaluation") if kind == "eval" else params.scene_slice("training", kind)
+    config = p.collect_config(task, kind, n, **scenes)
     summary = collect(config, out, policy_factory=policy_factory, progress=progress)
     return summary | {"profile": params.profile.name, "smoke_scale": params.profile.smoke_scale}

@@ -87,14 +87,17 @@ def build_run_report(
         def ci(v):
             return "-" if not v else f"{v[0]:+.2f}..{v[1]:+.2f}"
 
-        entries = [*policy["per_task"].items(), ("overall (paired, all seeds)", policy["overall"])]
+        entries = [*policy["per_task"].items(), ("overall (all tasks and seeds)", policy["overall"])]
         for task, e in entries:
-            rows.append([task, e["bc"]["success_rate"], e["refined"]["success_rate"], e["refined"]["episodes"],
-                         e.get("uplift"), ci(e.get("uplift_ci95")), e.get("imagined_success_bc", "-"),
+            cand = e.get("candidate") or {}
+            rows.append([task, e["bc"]["success_rate"], e["refined"]["success_rate"], e["bc"]["episodes"],
+                         (e.get("scenes") or {}).get("distinct", "-"), e.get("uplift"), ci(e.get("uplift_ci95")),
+                         cand.get("uplift", "-"), ci(cand.get("uplift_ci95")), e.get("imagined_success_bc", "-"),
                          e.get("imagined_success_refined", "-"),
                          (e.get("reward_calibration") or {}).get("classifier_success", "-")])
-        parts.append(_table(["task", "BC", "refined (all seeds)", "episodes per policy", "uplift",
-                             "uplift 95% CI", "imagined BC", "imagined refined",
+        parts.append(_table(["task", "BC", "refined (all seeds)", "scenes per policy", "distinct unseen scenes",
+                             "uplift (all seeds)", "95% CI (seeds x scenes)", "candidate uplift",
+                             "candidate 95% CI", "imagined BC", "imagined refined",
                              "detector success on BC episodes"], rows))
     else:
         parts.append("<p>No policy metrics.</p>")
@@ -104,6 +107,8 @@ def build_run_report(
         for task, v in gate["tasks"].items():
             verdict = '<span class="pass">PROMOTE</span>' if v["promote"] else '<span class="fail">REFUSE</span>'
             parts.append(f"<h3>{html.escape(task)}: {verdict}</h3>")
+            if v.get("decision"):
+                parts.append(f"<p>{html.escape(v['decision'])}</p>")
             parts.append(_table(["rule", "result", "reason"],
                                 [[r["rule"], "pass" if r["passed"] else "FAIL", r["reason"]] for r in v["rules"]]))
     else:
