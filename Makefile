@@ -36,11 +36,14 @@ exp: setup
 	$(BIN)/dvc exp run --queue -n $(PROFILE)-$$(date -u +%Y%m%d-%H%M%S) $(EXP_ARGS); status=$$?; \
 	mv .params.yaml.keep params.yaml; exit $$status
 
+# One pytest-xdist worker per core of the 2-core dev/CI machine (override: make test TEST_WORKERS=4);
+# --dist loadgroup keeps the tests that share the tiny pipeline run on one worker (tests/conftest.py).
+TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: setup
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup -m "not slow"
 
 # CPU-sized benchmarks (~15 min on 2 cores); each appends its table to benchmarks/results.md.
 # On a GPU: bash benchmarks/gpu_job.sh (benchmarks/README.md).

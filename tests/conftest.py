@@ -11,6 +11,12 @@ import pytest
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs the suite in pytest-xdist workers, one per core: each test (and every stage
+    # subprocess it starts, which inherits this) computes on one thread, so two workers fill two
+    # cores instead of four threads fighting over them. Set before torch is imported.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
 
 from w4rl_core.data.episode import Episode  # noqa: E402
 from w4rl_core.data.store import EpisodeStore, StoreLayout  # noqa: E402
@@ -74,6 +80,14 @@ def collected_store(tmp_path_factory) -> Path:
         progress=False,
     )
     return out
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under xdist (--dist loadgroup), the tests that start from the one tiny `dvc repro` run
+    (a session fixture: ~1.5 min) share a worker, so it runs once, not once per worker."""
+    for item in items:
+        if "tiny_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("tiny_run"))
 
 
 def free_port() -> int:

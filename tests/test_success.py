@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from w4rl_core.eval.policy_eval import paired_uplift
 from w4rl_core.models.success import DetectorConfig, calibrate, calibration_report, episode_success
 
 
@@ -33,18 +32,3 @@ def test_calibration_picks_the_detector_that_gets_episodes_right():
     assert report["accuracy"] == 1.0 and report["gap"] == 0.0
     assert detector.persistence >= 2 or detector.threshold > 0.8
     assert len(grid) == 35 and all({"threshold", "persistence", "accuracy"} <= set(r) for r in grid)
-
-
-def test_paired_uplift_and_its_interval():
-    bc = [False] * 60 + [True] * 40
-    refined = [True] * 20 + [False] * 40 + [True] * 36 + [False] * 4  # 20 gained, 4 lost
-    u = paired_uplift(bc, refined)
-    assert u["pairs"] == 100 and u["uplift"] == pytest.approx(0.16)
-    assert u["pairs_refined_only"] == 20 and u["pairs_bc_only"] == 4
-    d = np.array(refined, float) - np.array(bc, float)
-    half = 1.96 * d.std(ddof=1) / 10
-    assert u["uplift_ci95"] == pytest.approx([0.16 - half, 0.16 + half])
-    assert u["uplift_ci95"][0] > 0
-    assert paired_uplift(bc, bc)["uplift_ci95"] == [0.0, 0.0]
-    with pytest.raises(ValueError, match="differ"):
-        paired_uplift(bc, refined[:-1])

@@ -125,8 +125,10 @@ def eval_config(params: Params, task: str, role: str, episodes: int, seed: int, 
 
 def refine(params: Params, task: str) -> dict[str, Any]:
     """PPO from the task's BC policy once per refine.seeds entry. Every seed's policy and metrics are
-    kept; the promotion candidate is the seed with the best periodic real success (episodes disjoint
-    from the final evaluation's), the first seed on ties or without periodic evaluation."""
+    kept; the promotion candidate is the seed with the best periodic real success (on the selection
+    scenes, which the final evaluation refuses), the first seed on ties or without periodic
+    evaluation. With ppo.select_by_real false the checks still run when eval_every > 0 and still
+    choose the candidate seed: they are counted in real_episodes_used."""
     from w4rl_core.eval.policy_eval import evaluate_policy_in_sim
     from w4rl_core.imagine.env import ImaginedEnv
     from w4rl_core.models.model_files import check_fits
@@ -181,7 +183,7 @@ def refine(params: Params, task: str) -> dict[str, Any]:
     timings = {f"seed{s}": timings_of(runs[s][1]) for s in params.refine.seeds}
     runs = {s: (refined, without_timings(summary)) for s, (refined, summary) in runs.items()}
     metrics = {**_meta(params, task), "seeds": [runs[s][1] for s in params.refine.seeds], "candidate_seed": candidate,
-               "candidate_rule": "best periodic real success of the returned policy (refine.eval_seed episodes), "
+               "candidate_rule": "best periodic real success of the returned policy (scenes.selection), "
                                  "first seed on ties",
                "reward_calibration": reward_metrics(task)["reward_calibration"],
                # Scenes the real checks ran on (scenes.selection): the final evaluation refuses them.

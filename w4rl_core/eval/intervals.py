@@ -8,8 +8,8 @@ d = refined_seed(scene) - bc(scene), in {-1, 0, +1}. For one task the d's form a
 matrix: a *crossed* design with two random factors. Seeds are random (another seed is another PPO
 run, another policy) and scenes are random (draws from the task's scene distribution). The pairs are
 not independent: the d's of one seed share that seed's policy, and the d's of one scene share that
-scene. Treating every pair as an independent draw (the normal approximation in
-`policy_eval.paired_uplift`) ignores both and overstates certainty: seed uplifts 0.32, 0.20, 0 look
+scene. Treating every pair as an independent draw (the normal approximation the pipeline used
+before these intervals) ignores both and overstates certainty: seed uplifts 0.32, 0.20, 0 look
 like 75 independent pairs with a clear uplift, when the honest reading is "one seed in three did
 nothing".
 

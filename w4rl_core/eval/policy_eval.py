@@ -33,22 +33,6 @@ def success_summary(successes: list[bool]) -> dict[str, Any]:
     return {"episodes": n, "successes": k, "success_rate": k / n if n else None, "ci95": [lo, hi]}
 
 
-def paired_uplift(base: list[bool], other: list[bool], z: float = 1.96) -> dict[str, Any]:
-    """Paired difference other - base over episodes run on the same seeds: its mean and 95% interval
-    (normal approximation of the mean of per-pair differences in {-1, 0, 1}; pairing removes the
-    scene-to-scene variance that two independent success rates would carry)."""
-    if len(base) != len(other):
-        raise ValueError(f"paired episodes differ in number: {len(base)} vs {len(other)}")
-    d = np.asarray(other, dtype=float) - np.asarray(base, dtype=float)
-    n = len(d)
-    if n == 0:
-        return {"pairs": 0, "uplift": None, "uplift_ci95": None}
-    mean = float(d.mean())
-    half = z * float(d.std(ddof=1)) / math.sqrt(n) if n > 1 else float("inf")
-    return {"pairs": n, "uplift": mean, "uplift_ci95": [mean - half, mean + half],
-            "pairs_refined_only": int((d > 0).sum()), "pairs_bc_only": int((d < 0).sum())}
-
-
 def evaluate_policy_in_sim(
     policy_dir: str | os.PathLike[str],
     base: CollectConfig,
