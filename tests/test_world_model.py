@@ -84,9 +84,15 @@ def test_overfit_tiny_dataset_loss_falls(windows, tmp_path):
     assert not (tmp_path / "c.partial").exists()
 
 
-def test_resume_after_kill_gives_the_uninterrupted_result(windows, tmp_path, monkeypatch):
+# (4, 6), killed at step 11: the checkpoint due at step 6 falls between two logged rows and waits for
+# row 8; one taken at step 6 would lose the step-5 and -6 losses averaged into row 8, and the resumed
+# curve would differ (the kill harness found this on the tiny profile: log_every 2, checkpoint_every 3).
+@pytest.mark.parametrize("log_every, checkpoint_every, kill_at, resumed_from", [(5, 10, 15, 10), (4, 6, 11, 8)])
+def test_resume_after_kill_gives_the_uninterrupted_result(windows, tmp_path, monkeypatch, log_every,
+                                                          checkpoint_every, kill_at, resumed_from):
     train, val = windows
-    cfg = WorldModelTrainConfig(steps=20, batch_size=4, log_every=5, val_every=100, checkpoint_every=10)
+    cfg = WorldModelTrainConfig(steps=20, batch_size=4, log_every=log_every, val_every=100,
+                                checkpoint_every=checkpoint_every)
     train_world_model(_config(), cfg, train, val, tmp_path / "a", tmp_path / "cka", tmp_path / "a-run", progress=False)
 
     real_step = trainer.Training.step
@@ -94,8 +100,8 @@ def test_resume_after_kill_gives_the_uninterrupted_result(windows, tmp_path, mon
 
     def dying_step(self, *args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 15:
-            raise KeyboardInterrupt  # killed at step 15; the last checkpoint is step 10
+        if calls["n"] == kill_at:
+            raise KeyboardInterrupt  # killed after the last checkpoint
         return real_step(self, *args, **kwargs)
 
     monkeypatch.setattr(trainer.Training, "step", dying_step)
@@ -105,7 +111,7 @@ def test_resume_after_kill_gives_the_uninterrupted_result(windows, tmp_path, mon
     monkeypatch.setattr(trainer.Training, "step", real_step)
     summary = train_world_model(_config(), cfg, train, val, tmp_path / "b", tmp_path / "ckb", tmp_path / "b-run",
                                 progress=False)
-    assert summary["resumed_from_step"] == 10
+    assert summary["resumed_from_step"] == resumed_from
     a, _ = load_world_model(tmp_path / "a")
     b, _ = load_world_model(tmp_path / "b")
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):

@@ -41,7 +41,7 @@ class WorldModelTrainConfig:
     grad_clip: float = 1.0
     log_every: int = 10  # steps between loss-curve rows
     val_every: int = 100  # steps between validation-loss evaluations
-    checkpoint_every: int = 100  # steps between resumable checkpoints
+    checkpoint_every: int = 100  # steps between resumable checkpoints (taken at the next logged row)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
 
@@ -260,7 +260,7 @@ def train_world_model(
     started = time.perf_counter()
     bar = progress_bar(total=config.steps, initial=step, desc="train world model", unit="step",
                        enabled=progress and ranks.main)
-    running = []
+    running, due = [], False
     while step < config.steps:
         loss, grad_norm = run.step(batches, updates_before=step)
         step += 1
@@ -276,8 +276,15 @@ def train_world_model(
                 log.log(row)
             running = []
             bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)  # refresh=True would bypass the rate limit
-        if step % config.checkpoint_every == 0 and step < config.steps and ranks.main:
-            checkpoint()
+        # A checkpoint falls on a logged row: the losses averaged into the next row live only in
+        # `running` (per rank, unsynchronised), so a checkpoint between two rows would lose them
+        # and a resumed curve would differ from the uninterrupted one. When checkpoint_every is
+        # not a multiple of log_every, the checkpoint waits for the next row.
+        due = due or step % config.checkpoint_every == 0
+        if due and not running and step < config.steps:
+            due = False
+            if ranks.main:
+                checkpoint()
     bar.close()
     elapsed = time.perf_counter() - started
 
