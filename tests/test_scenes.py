@@ -102,3 +102,25 @@ def test_promoting_bc_as_refined_is_allowed_only_at_smoke_scale(tmp_path):
     with pytest.raises(ParamsError, match="require_refinement_gain: false would promote BC"):
         load_params(tmp_path / "p.yaml")
     assert not load_params(ROOT / "profiles" / "tiny.yaml").gate["require_refinement_gain"]
+
+
+def test_scene_ids_listed_from_params_are_the_ones_episodes_run(tmp_path):
+    """refine lists the selection scenes from params (so a resumed run lists them too); the listing
+    must be exactly what the simulator places."""
+    from dataclasses import replace as rep
+
+    from pipelines.params import load_params
+    from pipelines.stages.policy import eval_config, scene_ids
+
+    params = load_params(ROOT / "profiles" / "tiny.yaml")
+    params = rep(params, collect=rep(params.collect, episode_len=6))
+    task = params.collect.tasks[0]
+    config = eval_config(params, task, "selection", 2, seed=0, workers=1)
+    collect(config, tmp_path / "s.zarr", policy_factory=_random_policy, progress=False)
+    assert EpisodeStore.open(tmp_path / "s.zarr").episode_scene == scene_ids(params, task, "selection", 2)
+
+
+def _random_policy(robot, seed):
+    from w4rl_core.robots.metaworld_robot import RandomPolicy
+
+    return RandomPolicy(robot.action_low, robot.action_high, seed)

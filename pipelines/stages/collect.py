@@ -24,6 +24,11 @@ def run(
         raise ValueError(f"collect.episodes.{kind} is {n}: nothing to collect for {task}/{kind}")
     # Training scenes (w4rl_core/robots/scenes.py): each kind its own run of the training pool, so no
     # two training episodes of a task share a scene and none is an evaluation scene.
+    if kind in p.episodes and n > p.episodes[kind]:
+        # Each kind's training scenes follow the earlier kinds' counts in params: more episodes than
+        # params.yaml gives this kind would run into the next kind's scenes.
+        raise ValueError(f"--episodes {n} exceeds collect.episodes.{kind} = {p.episodes[kind]}: the extra "
+                         f"episodes would take the next kind's training scenes; raise collect.episodes.{kind}")
     # An `eval` collection runs the evaluation scenes, as the evaluate stage does.
     scenes = params.scene_slice("evaluation") if kind == "eval" else params.scene_slice("training", kind)
     config = p.collect_config(task, kind, n, **scenes)

@@ -127,7 +127,11 @@ def promote(params: Params, params_path: str | Path = DEFAULT_PARAMS) -> list[di
             # nightly retrain with no new data): promotion is idempotent, the record stays as it was.
             records.append({**current[task], "already_registered": True})
             continue
-        comparison = compare_with_promoted(params, task, entry, current[task], registry) if task in current else None
+        try:
+            comparison = compare_with_promoted(params, task, entry, current[task], registry) if task in current else None
+        except (PromotionRefused, OSError, ValueError, RuntimeError) as err:  # this task only: others go on
+            refused[task] = [f"could not compare with the promoted policy: {err}"]
+            continue
         regression = regression_rule(rules, comparison)
         if not regression["passed"]:
             refused[task] = [regression["reason"]]

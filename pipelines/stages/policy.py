@@ -123,6 +123,27 @@ def eval_config(params: Params, task: str, role: str, episodes: int, seed: int, 
                                          **params.scene_slice(role))
 
 
+def scene_ids(params: Params, task: str, role: str, n: int) -> list[str]:
+    """The ids of the first n scenes of `role` for `task`, without running an episode: what
+    MetaWorldRobot.reset(scene=...) places and hashes (MT1's variation for the pool's benchmark
+    seed; its Task payload is built in this process by metaworld, never read from storage)."""
+    import pickle
+
+    import metaworld
+
+    from w4rl_core.robots.scenes import ScenePool, scene_id
+
+    pool, first = ScenePool(params.scene_slice(role)["scene_seeds"]), params.scene_slice(role)["first_scene"]
+    benchmarks: dict[int, list[Any]] = {}
+    ids = []
+    for j in range(n):
+        seed, variation = pool.locate(first + j)
+        if seed not in benchmarks:
+            benchmarks[seed] = list(metaworld.MT1(task, seed=seed).train_tasks)
+        ids.append(scene_id(task, pickle.loads(benchmarks[seed][variation].data)["rand_vec"]))
+    return ids
+
+
 def refine(params: Params, task: str) -> dict[str, Any]:
     """PPO from the task's BC policy once per refine.seeds entry. Every seed's policy and metrics are
     kept; the promotion candidate is the seed with the best periodic real success (on the selection
@@ -141,7 +162,10 @@ def refine(params: Params, task: str) -> dict[str, Any]:
     contexts, _ = _windows(params, task, ("expert", "policy"))
     expert, _, _ = _demonstrations(params, task)
     runs: dict[int, tuple[Any, dict[str, Any]]] = {}
-    selection_scenes: set[str] = set()  # what the real checks saw: the final evaluation must not
+    # The scenes the real checks run on (every check the same): listed from the params, not from the
+    # episodes, so a run resumed after its last check lists them too. The final evaluation refuses them.
+    n_checks = params.refine.real_episodes_per_check(params)
+    selection_scenes = set(scene_ids(params, task, "selection", n_checks)) if n_checks else set()
     log = CurveLog(refine_run(task), step_key="iteration")
     for seed in params.refine.seeds:
         config = params.refine.ppo_config(horizon=params.episode_horizon, seed=seed)
@@ -162,7 +186,8 @@ def refine(params: Params, task: str) -> dict[str, Any]:
                                  workers=1),
                     Path(tmp) / "eval.zarr", progress=False,  # a few episodes, often: the PPO bar covers it
                 )
-            selection_scenes.update(summary["scenes"])
+            if not set(summary["scenes"]) <= selection_scenes:  # the listing above must be what ran
+                raise RuntimeError(f"{task}: a real check ran scenes outside scenes.selection's listing")
             return summary["success_rate"]
 
         # Every seed keeps its state until the stage's outputs are in place: a kill during seed k

@@ -58,8 +58,9 @@ def evaluate_policy_in_sim(
 def evaluate_on_robot(robot: Any, policy: Any, episodes: int, seed: int, episode_len: int) -> dict[str, Any]:
     """The same evaluation against any Robot (a RemoteRobot on hardware): success per episode.
 
-    Seeds follow the simulator evaluation's (base seed, task, "eval", index) so a simulated and a
-    bridged evaluation of one policy run the same episodes.
+    Episode seeds follow the simulator evaluation's (base seed, task, "eval", index), but the robot
+    places its own scenes (`reset(seed)`): the pipeline's scene pools (w4rl_core/robots/scenes.py)
+    are not sent over the bridge yet, so this is not the `evaluate` stage's protocol.
     """
     from w4rl_core.data.collect import episode_seed, rollout
 

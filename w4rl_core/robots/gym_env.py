@@ -3,8 +3,9 @@ evaluators and agents drive it.
 
 Observations are a Dict of the camera frame (uint8 HWC) and the low-dimensional state; reward is
 the robot's; success is in info and does not end the episode (Meta-World's convention); episodes
-truncate after `max_episode_steps`. A seed passed to reset() picks the episode exactly as our
-collection and evaluation do (`Robot.reset(seed)`): the same scene and goal for the same seed.
+truncate after `max_episode_steps`. A seed passed to reset() is passed to `Robot.reset(seed)`: on
+the simulator that draws a variation of its own benchmark from the seed (with replacement), not the
+pipeline's scene pools (w4rl_core/robots/scenes.py), which collection and evaluation use.
 """
 
 from __future__ import annotations
