@@ -104,6 +104,8 @@ def test_a_stage_refuses_bad_params_before_any_work(tmp_path, monkeypatch):
     (["--task", "teleport-v3", "--kind", "expert"], ["unknown Meta-World task 'teleport-v3'"]),
     (["--task", "door-lock-v3", "--kind", "dreamt"], ["dreamt"]),
     (["--task", "door-lock-v3", "--kind", "expert", "--episodes", "0"], ["--episodes", "greater than or equal to 1"]),
+    # more than params gives the kind: the extra episodes would take the next kind's training scenes
+    (["--task", "door-lock-v3", "--kind", "expert", "--episodes", "21"], ["exceeds collect.episodes.expert"]),
 ])
 def test_cli_overrides_are_checked_before_any_work(tmp_path, monkeypatch, args, words):
     monkeypatch.chdir(ROOT)
