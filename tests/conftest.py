@@ -82,6 +82,7 @@ def collected_store(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
     """Under xdist (--dist loadgroup), the tests that start from the one tiny `dvc repro` run
     (a session fixture: ~1.5 min) share a worker, so it runs once, not once per worker."""

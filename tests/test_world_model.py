@@ -145,7 +145,7 @@ def test_a_killed_streaming_run_resumes_its_weights_and_streams_a_new_epoch(smoo
     def dying_step(self, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 9:
-            raise KeyboardInterrupt  # killed at step 9; the last checkpoint is step 6
+            raise KeyboardInterrupt  # killed at step 9; the last checkpoint is step 8 (due at 6, taken at row 8)
         return real_step(self, *args, **kwargs)
 
     def stream(self, train, first_epoch=0):
@@ -160,8 +160,8 @@ def test_a_killed_streaming_run_resumes_its_weights_and_streams_a_new_epoch(smoo
         train_world_model(*args, progress=False)
     monkeypatch.setattr(trainer.Training, "step", real_step)
     summary = train_world_model(*args, progress=False)
-    assert summary["resumed_from_step"] == 6 and summary["steps"] == 12 and np.isfinite(summary["final_loss"])
-    # The resumed stream starts after the epoch the killed run was in (6 steps x 4 windows of 72).
+    assert summary["resumed_from_step"] == 8 and summary["steps"] == 12 and np.isfinite(summary["final_loss"])
+    # The resumed stream starts after the epoch the killed run was in (8 steps x 4 windows of 72).
     assert first_epochs == [0, 0, 1]
     assert (tmp_path / "m/model.safetensors").exists() and not (tmp_path / "ck").exists()
 
