@@ -36,8 +36,8 @@ exp: setup
 	$(BIN)/dvc exp run --queue -n $(PROFILE)-$$(date -u +%Y%m%d-%H%M%S) $(EXP_ARGS); status=$$?; \
 	mv .params.yaml.keep params.yaml; exit $$status
 
-# One pytest-xdist worker per core of the 2-core dev/CI machine (override: make test TEST_WORKERS=4);
-# --dist loadgroup keeps the tests that share the tiny pipeline run on one worker (tests/conftest.py).
+# One pytest-xdist worker per core of the 2-core dev/CI machine (override: make test TEST_WORKERS=4).
+# Each worker builds the shared tiny pipeline run (a session fixture) once if it runs a test that needs it.
 TEST_WORKERS ?= 2
 test: setup
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup

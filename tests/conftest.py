@@ -82,15 +82,6 @@ def collected_store(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
-def pytest_collection_modifyitems(config, items):
-    """Under xdist (--dist loadgroup), the tests that start from the one tiny `dvc repro` run
-    (a session fixture: ~1.5 min) share a worker, so it runs once, not once per worker."""
-    for item in items:
-        if "tiny_run" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("tiny_run"))
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
