@@ -37,7 +37,9 @@ exp: setup
 	mv .params.yaml.keep params.yaml; exit $$status
 
 # One pytest-xdist worker per core of the 2-core dev/CI machine (override: make test TEST_WORKERS=4).
-# Each worker builds the shared tiny pipeline run (a session fixture) once if it runs a test that needs it.
+# Each worker builds the shared tiny pipeline run (a session fixture) once if it runs a test that needs it:
+# --dist loadgroup cannot keep those tests on one worker under pytest 9.2 (xdist rewrites item._nodeid,
+# pytest 9.2 reads item._id: pytest-dev/pytest-xdist#1386), so every test is its own unit, as measured.
 TEST_WORKERS ?= 2
 test: setup
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
