@@ -243,10 +243,26 @@ def test_pooled_properties(a, b, rng_seed):
     pairs = a.differences().size + b.differences().size
     assert r["uplift"] == pytest.approx((a.differences().sum() + b.differences().sum()) / pairs)
     assert -1.0 <= r["ci"][0] <= r["uplift"] <= r["ci"][1] <= 1.0
-    if disagree(a) or disagree(b):
-        assert r["ci"][1] > r["ci"][0]
+    if disagree(a) or disagree(b) or a.differences().mean() != b.differences().mean():
+        assert r["ci"][1] > r["ci"][0]  # never zero-width while (task, seed) clusters disagree
     m = pooled_interval([complement(a), complement(b)], rng_seed=rng_seed, **FAST)
     assert m["uplift"] == -r["uplift"] and m["ci"] == [-r["ci"][1], -r["ci"][0]]
+
+
+def test_tasks_that_disagree_only_between_each_other_give_a_nonzero_interval():
+    """Task a: refined wins every scene for every seed; task b: loses every one. Inside each task
+    nothing varies, but the (task, seed) clusters disagree: the pooled interval must be wide."""
+    sc = scenes(10)
+    win = TaskOutcomes("a", sc, (False,) * 10, {s: (True,) * 10 for s in range(3)})
+    lose = TaskOutcomes("b", sc, (True,) * 10, {s: (False,) * 10 for s in range(3)})
+    r = pooled_interval([win, lose], **FAST)
+    assert r["uplift"] == 0.0 and r["ci"] == [-1.0, 1.0]
+    assert "t-interval over the 6 (task, seed) cluster means" in r["method"]
+    half = TaskOutcomes("c", sc, (False,) * 10, {s: (False,) * 10 for s in range(3)})  # d = 0 throughout
+    r = pooled_interval([win, half], **FAST)
+    assert r["uplift"] == 0.5 and r["ci"][0] < 0.5 < r["ci"][1]
+    same = pooled_interval([win, TaskOutcomes("a2", sc, (False,) * 10, {s: (True,) * 10 for s in range(3)})], **FAST)
+    assert same["ci"] == [1.0, 1.0] and "nothing varies" in same["note"]
 
 
 # (d) validation names the task and the seed.

@@ -41,7 +41,11 @@ is the *closed-form* standard deviation of this very bootstrap (the "ideal" boot
 infinitely many resamples; see `_variance_parts`). We use the closed form rather than the Monte
 Carlo standard deviation of the replicates because it has no resampling noise and is strictly
 positive exactly when d varies inside some stratum, so the fallback can never be degenerate itself.
-When d is constant inside every stratum (e.g. every seed returned BC's weights: all d = 0), no
+When d is constant inside every stratum but differs between strata (task a: every pair +1, task b:
+every pair -1), tasks-as-fixed-strata has nothing to resample although the (task, seed) clusters
+disagree; the interval is then a t-interval over the cluster means (clusters treated as
+exchangeable, the view that generalises across tasks), never zero-width, and the method says so.
+When d is the same constant on every pair (e.g. every seed returned BC's weights: all d = 0), no
 resampling can move the estimate and the interval is [c, c], with a "note" saying so.
 
 Intervals are clipped to [-1, 1], the range of a mean of d.
@@ -264,12 +268,25 @@ def _result(blocks: list[np.ndarray], resamples: int, level: float, rng_seed: in
         z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
         lo, hi = uplift - z * se, uplift + z * se
         method += "; percentile interval degenerate, normal interval with the closed-form bootstrap s.e. instead"
+    elif len({float(b.flat[0]) for b in blocks}) > 1:
+        # Constant inside every task, different between tasks: the stratified bootstrap (tasks fixed)
+        # has nothing to resample, yet the (task, seed) clusters disagree. Then treat the clusters as
+        # exchangeable, a t-interval over their means: wider than the fixed-task view, never zero.
+        from scipy.stats import t as student_t  # scipy is already a dependency (evidently's)
+
+        clusters = np.concatenate([b.mean(axis=1) for b in blocks])
+        se = float(clusters.std(ddof=1) / np.sqrt(clusters.size))
+        half = float(student_t.ppf(0.5 + level / 2, df=clusters.size - 1)) * se
+        lo, hi = uplift - half, uplift + half
+        method += ("; d is constant within every task but differs between tasks: t-interval over the "
+                   f"{clusters.size} (task, seed) cluster means instead")
+        note = "d is constant within every task: the interval reflects only the disagreement between tasks"
     elif not varies:
         lo = hi = uplift
         if all(not b.any() for b in blocks):
             note = "no discordant pair: every policy matched the baseline on every scene"
         else:
-            note = "d is constant within every task: nothing varies to resample"
+            note = "d is the same constant on every pair: nothing varies to resample"
     lo, hi = max(-1.0, lo), min(1.0, hi)
 
     one_seed_tasks = one_seed_tasks or []
