@@ -289,3 +289,40 @@ def test_refinement_resumed_after_a_kill_is_bit_identical(tiny_refinement, tmp_p
     for curve in (tmp_path / "ref/plots/metrics").glob("*.tsv"):
         if curve.stem not in ("imagined_frames_per_s", "update_s"):  # timings
             assert curve.read_text() == (tmp_path / "resumed/plots/metrics" / curve.name).read_text(), curve.stem
+
+
+def test_a_checkpoint_whose_real_checks_ran_other_scenes_is_not_resumed(tiny_refinement, tmp_path, monkeypatch):
+    """Killed after iteration 1, then the real checks' scenes change (scenes.selection edited): the
+    rerun starts afresh (every check again), so no best policy chosen on the old scenes comes back."""
+    import copy
+
+    train, world_model, classifier, policy = tiny_refinement
+    cfg = PPOConfig(iterations=2, n_envs=2, horizon=3, epochs=1, minibatches=1, eval_every=1, bc_batch=4,
+                    critic_warmup=1, select_by_real=True, imagined_eval_episodes=2, lr=1e-3)
+    calls: list[int] = []
+
+    def run(eval_id: str):
+        env = ImaginedEnv(world_model, train, n_envs=2, success_fn=SuccessDetector(classifier, DetectorConfig()))
+        return refine(copy.deepcopy(policy), env, train.rgb, train.action, cfg,
+                      real_eval=lambda candidate, it: calls.append(it) or 0.5,
+                      checkpoint_dir=tmp_path / "ck", real_eval_id=eval_id)
+
+    real_step, steps = ImaginedEnv.step, {"n": 0}
+
+    def dying_step(self, action):  # BC's imagined evaluation 3 steps, iteration 1 3 more, die in 2
+        steps["n"] += 1
+        if steps["n"] == 3 + 3 + 2:
+            raise KeyboardInterrupt
+        return real_step(self, action)
+
+    monkeypatch.setattr(ImaginedEnv, "step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        run('{"scenes": ["a", "b"]}')
+    assert calls == [0, 1]
+    monkeypatch.setattr(ImaginedEnv, "step", real_step)
+    calls.clear()
+    run('{"scenes": ["a", "b"]}')
+    assert calls == [2]  # same checks: resumed
+    calls.clear()
+    run('{"scenes": ["c", "d"]}')
+    assert calls == [0, 1, 2]  # other scenes: afresh

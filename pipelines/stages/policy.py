@@ -166,6 +166,10 @@ def refine(params: Params, task: str) -> dict[str, Any]:
     # episodes, so a run resumed after its last check lists them too. The final evaluation refuses them.
     n_checks = params.refine.real_episodes_per_check(params)
     selection_scenes = set(scene_ids(params, task, "selection", n_checks)) if n_checks else set()
+    # A checkpoint whose best policy was chosen on other scenes (scenes.selection edited after a kill)
+    # must not be resumed: what the checks run is part of the refinement checkpoint's identity.
+    real_eval_id = json.dumps({"scenes": sorted(selection_scenes), "episodes": params.refine.eval_episodes,
+                               "seed": params.refine.eval_seed})
     log = CurveLog(refine_run(task), step_key="iteration")
     for seed in params.refine.seeds:
         config = params.refine.ppo_config(horizon=params.episode_horizon, seed=seed)
@@ -194,7 +198,8 @@ def refine(params: Params, task: str) -> dict[str, Any]:
         # resumes seed k, and the seeds before it return at once from their last iteration.
         refined, summary = run_ppo(policy, env, expert.rgb, expert.action, config, log.scope(f"seed{seed}"),
                                    real_eval=real_eval, frozen=(world_model, detector.classifier),
-                                   checkpoint_dir=f"{checkpoint_dir('refine', task)}/seed{seed}")
+                                   checkpoint_dir=f"{checkpoint_dir('refine', task)}/seed{seed}",
+                                   real_eval_id=real_eval_id)
         summary |= {"seed": seed, "imagination_path": env.accel_label, "detector": detector.config.__dict__,
                     "real_episodes_used": summary["real_evaluations"] * params.refine.eval_episodes}
         runs[seed] = (refined, summary)

@@ -172,10 +172,13 @@ def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.
 
 
 def _run_fingerprint(config: PPOConfig, policy: GaussianPolicy, frozen: str, env: ImaginedEnv,
-                     expert_frames: torch.Tensor, expert_actions: torch.Tensor) -> str:
+                     expert_frames: torch.Tensor, expert_actions: torch.Tensor, real_eval_id: str) -> str:
     """What a refinement checkpoint belongs to: the config, the starting policy, the frozen models,
-    the imagined starts and the expert data of the BC term. Any change starts afresh."""
+    the imagined starts, the expert data of the BC term and what the real checks run (their scenes,
+    episodes and seed: a best checkpoint chosen on other scenes must not come back). Any change
+    starts afresh."""
     h = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode())
+    h.update(real_eval_id.encode())
     h.update(parameter_fingerprint(policy).encode())
     h.update(frozen.encode())
     h.update(json.dumps([env.n_starts, env.n_envs, list(expert_frames.shape)]).encode())
@@ -193,10 +196,12 @@ def refine(
     real_eval: Callable[[GaussianPolicy, int], float] | None = None,
     frozen: tuple[torch.nn.Module, ...] = (),
     checkpoint_dir: str | os.PathLike[str] | None = None,
+    real_eval_id: str = "",
 ) -> tuple[GaussianPolicy, dict[str, Any]]:
     """PPO on `env` from `policy` (BC). expert_* (uint8 frames (M,3,H,W), actions (M,A)) feed the BC term.
 
-    `real_eval(policy, iteration)` returns the real success rate (run every `eval_every` iterations).
+    `real_eval(policy, iteration)` returns the real success rate (run every `eval_every` iterations);
+    `real_eval_id` names what it runs (scenes, episodes, seed) and is part of the checkpoint's identity.
     `frozen` modules (world model, classifier) are checked to be unchanged at the end.
     Each iteration's row goes to `log` (DVCLive), which the caller finishes with the summary.
     With `checkpoint_dir` the whole state (policy, critic, optimizer, generators, curve, real
@@ -207,7 +212,7 @@ def refine(
     device = env.device
     torch.manual_seed(config.seed)
     frozen_before = parameter_fingerprint(*frozen)
-    run_id = _run_fingerprint(config, policy, frozen_before, env, expert_frames, expert_actions)
+    run_id = _run_fingerprint(config, policy, frozen_before, env, expert_frames, expert_actions, real_eval_id)
     policy = policy.to(device)
     critic = CNNHead(policy.config.cnn, 1, extra=1).to(device)  # frame + fraction of the episode elapsed
     opt = torch.optim.Adam([*policy.parameters(), *critic.parameters()], lr=config.lr, eps=1e-5)
