@@ -77,6 +77,33 @@ def test_evaluation_refuses_repeated_or_seen_scenes():
             scene_report("t", scenes, training, selection)
 
 
+def test_evaluation_refuses_training_stores_with_unrecorded_scenes(tmp_path, monkeypatch):
+    """An episode without a scene could be any evaluation scene: evaluate refuses, naming the store,
+    instead of reporting overlap_training 0."""
+    import shutil
+    from dataclasses import replace as copy_with
+
+    from conftest import make_episode, tiny_layout
+    from pipelines.params import load_params
+    from pipelines.paths import EPISODES_DIR, store_path
+    from pipelines.stages.policy import SceneLeak, training_scenes
+
+    params = load_params(ROOT / "profiles" / "tiny.yaml")
+    task = params.collect.tasks[0]
+    monkeypatch.chdir(tmp_path)
+    for kind, count in params.collect.episodes.items():
+        if count > 0:
+            store = EpisodeStore.create(store_path(EPISODES_DIR, task, kind), tiny_layout(tasks=(task,)))
+            store.append([make_episode(6, task=task, kind=kind, seed=i) for i in range(2)])
+    assert len(training_scenes(params, task)) == 2  # the same two seeds' scenes in every kind's store
+    kind = next(k for k, c in params.collect.episodes.items() if c > 0)
+    shutil.rmtree(store_path(EPISODES_DIR, task, kind))
+    unknown = EpisodeStore.create(store_path(EPISODES_DIR, task, kind), tiny_layout(tasks=(task,)))
+    unknown.append([copy_with(make_episode(6, task=task, kind=kind), scene="")])
+    with pytest.raises(SceneLeak, match=rf"{kind}.zarr: 1 training episodes record no scene"):
+        training_scenes(params, task)
+
+
 def test_the_detector_is_checked_on_episodes_that_did_not_choose_it(tmp_path):
     from conftest import make_episode, tiny_layout
     from w4rl_core.data.windows import load_windows

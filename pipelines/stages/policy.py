@@ -269,8 +269,14 @@ def training_scenes(params: Params, task: str) -> set[str]:
     scenes: set[str] = set()
     for kind, count in params.collect.episodes.items():
         if count > 0:
-            scenes.update(EpisodeStore.open(store_path(EPISODES_DIR, task, kind)).episode_scene)
-    return scenes - {""}
+            path = store_path(EPISODES_DIR, task, kind)
+            recorded = EpisodeStore.open(path).episode_scene
+            if "" in recorded:  # an unknown scene could be any evaluation scene: no overlap can be claimed
+                raise SceneLeak(f"evaluation of {task}: {path}: {list(recorded).count('')} training episodes record "
+                                "no scene (meta/episode_scene), so overlap with the evaluation scenes is unknown; "
+                                "re-collect them with this version")
+            scenes.update(recorded)
+    return scenes
 
 
 def scene_report(task: str, scenes: list[str], training: set[str], selection: set[str]) -> dict[str, Any]:
@@ -305,12 +311,15 @@ def _evaluate_into(params: Params, eval_root: Path, video_root: Path) -> dict[st
     videos: list[str] = []
     for task in params.collect.tasks:
         refine_metrics = json.loads(Path(refine_metrics_path(task)).read_text())
+        if "selection_scenes" not in refine_metrics:  # a record from before scenes: overlap unknown
+            raise SceneLeak(f"evaluation of {task}: {refine_metrics_path(task)} lists no selection_scenes "
+                            "(written by an older version): re-run refine")
+        selection, training = set(refine_metrics["selection_scenes"]), training_scenes(params, task)
         config = eval_config(params, task, "evaluation", n, e.seed, e.workers)
         bc_store = str(eval_root / task / "bc.zarr")
         bc = evaluate_policy_in_sim(bc_dir(task), config, bc_store, deterministic=e.deterministic)
         videos += write_videos(bc_store, video_root / task, "bc", e.videos)
-        scenes = scene_report(task, bc["scenes"], training_scenes(params, task),
-                              set(refine_metrics.get("selection_scenes", [])))
+        scenes = scene_report(task, bc["scenes"], training, selection)
         refined: dict[int, dict[str, Any]] = {}
         for k, seed in enumerate(seeds):
             store = str(eval_root / task / f"refined_seed{seed}.zarr")
