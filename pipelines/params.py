@@ -307,7 +307,10 @@ class RefineParams:
             if key in self.ppo:
                 raise ValueError(f"refine.ppo.{key} is set by the pipeline (horizon: a real episode's length "
                                  "minus world_model.context_frames; seed: refine.seeds); remove it")
-        self.ppo_config(horizon=1, seed=0)
+        config = self.ppo_config(horizon=1, seed=0)
+        if config.eval_every > 0 and self.eval_episodes < 1:
+            raise ValueError(f"refine.eval_episodes must be >= 1 while refine.ppo.eval_every > 0 (real checks "
+                             f"run), got {self.eval_episodes}")
 
     def real_episodes_per_check(self, params: Params) -> int:
         """Real episodes of one periodic check during refinement (0: refinement runs none)."""
@@ -326,6 +329,11 @@ class EvaluateParams:
     deterministic: bool = True  # act with the policy mean
     videos: int = 2  # GIFs per task and policy
     workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1 or self.videos < 0 or self.workers < 0:
+            raise ValueError(f"evaluate.episodes must be >= 1, evaluate.videos and evaluate.workers >= 0, got "
+                             f"{self.episodes}, {self.videos}, {self.workers}")
 
 
 @dataclass(frozen=True)
@@ -364,6 +372,10 @@ class Params:
         from w4rl_core.registry.gate import GateRules
 
         rules = typed(GateRules, self.gate, "gate")  # unknown or invalid rule keys fail at load time
+        if rules.min_episodes > self.evaluate.episodes:  # the gate could never pass: say so at load time
+            raise ValueError(f"gate.min_episodes ({rules.min_episodes}) exceeds evaluate.episodes "
+                             f"({self.evaluate.episodes}): the candidate has one episode per evaluation scene, "
+                             "so the gate could never pass")
         if not rules.require_refinement_gain and not self.profile.smoke_scale:
             raise ValueError("gate.require_refinement_gain: false would promote BC as a refined policy; it is "
                              "allowed only in smoke-scale profiles (profile.smoke_scale: true)")

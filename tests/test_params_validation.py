@@ -63,6 +63,9 @@ CASES = [
     ("collect.episodes", {"expert": 40, "random": 5, "policy": 10},
      ["collect.episodes", "55 distinct scenes", "scenes.training", "holds 50"]),
     ("refine.eval_episodes", 60, ["refine.eval_episodes asks for 60", "scenes.selection"]),
+    ("refine.eval_episodes", 0, ["refine.eval_episodes must be >= 1 while refine.ppo.eval_every > 0"]),
+    ("evaluate.episodes", 0, ["evaluate.episodes must be >= 1"]),
+    ("gate.min_episodes", 11, ["gate.min_episodes (11) exceeds evaluate.episodes (10)", "could never pass"]),
 ]
 
 
@@ -114,3 +117,17 @@ def test_cli_overrides_are_checked_before_any_work(tmp_path, monkeypatch, args, 
     assert result.exit_code == 2, result.output
     assert all(w in result.output for w in words), result.output
     assert not out.exists()
+
+
+def test_collect_refuses_a_kind_params_gives_no_training_scenes(tmp_path):
+    """A kind missing from collect.episodes has no run of the training pool of its own: collecting
+    it would take another kind's scenes, so the stage refuses before the simulator starts."""
+    from pipelines.stages.collect import run
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    del raw["collect"]["episodes"]["random"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    params = load_params(tmp_path / "params.yaml")
+    with pytest.raises(ValueError, match="collect.episodes has no 'random' entry"):
+        run(params, "door-lock-v3", "random", str(tmp_path / "never.zarr"), episodes=2)
+    assert not (tmp_path / "never.zarr").exists()

@@ -24,6 +24,9 @@ def run(
         raise ValueError(f"collect.episodes.{kind} is {n}: nothing to collect for {task}/{kind}")
     # Training scenes (w4rl_core/robots/scenes.py): each kind its own run of the training pool, so no
     # two training episodes of a task share a scene and none is an evaluation scene.
+    if kind != "eval" and kind not in p.episodes:  # its training scenes would be another kind's
+        raise ValueError(f"collect.episodes has no {kind!r} entry: give it one, so that {kind} episodes get "
+                         "their own training scenes")
     if kind in p.episodes and n > p.episodes[kind]:
         # Each kind's training scenes follow the earlier kinds' counts in params: more episodes than
         # params.yaml gives this kind would run into the next kind's scenes.

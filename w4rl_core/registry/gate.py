@@ -24,10 +24,12 @@ class GateRules:
     require_beats_copy_last_frame: bool = False  # world model beats the trivial baseline on mean PSNR
     # ... and on full-frame and moving-pixel PSNR at every reported horizon
     require_beats_copy_last_every_horizon: bool = False
-    min_uplift: float = 0.0  # per task: refined success - BC success (paired, pooled over seeds) >= this
-    min_uplift_ci_low: float | None = None  # per task: lower end of the uplift's 95% interval >= this
-    min_overall_uplift: float | None = None  # all tasks pooled: uplift >= this
-    min_overall_uplift_ci_low: float | None = None  # all tasks pooled: lower end of its 95% interval >= this
+    min_uplift: float = 0.0  # per task: the candidate's own paired uplift over BC (its evaluation scenes) >= this
+    min_uplift_ci_low: float | None = None  # per task: lower end of the candidate's uplift interval >= this
+    # The method, not the candidate: every task and seed pooled. A guard that can only refuse (a task
+    # whose candidate passes is still refused while refinement as a whole falls short).
+    min_overall_uplift: float | None = None  # all tasks and seeds pooled: uplift >= this
+    min_overall_uplift_ci_low: float | None = None  # all tasks and seeds pooled: lower end of its 95% interval >= this
     min_refined_success: float = 0.0  # the promotion candidate's success rate
     regression_margin: float = 0.0  # candidate >= promoted - margin
     min_episodes: int = 1  # distinct evaluation scenes of the candidate, at least
