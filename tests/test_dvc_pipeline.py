@@ -65,6 +65,12 @@ def test_repro_collects_validates_and_second_run_is_a_fast_no_op(tiny_run, tmp_p
     assert {"uplift", "uplift_ci95", "pairs"} <= set(policy["overall"])
     refine_metrics = json.loads((repo / "metrics/refine/door-lock-v3.json").read_text())
     assert refine_metrics["seeds"][0]["real_episodes_used"] == 1 and refine_metrics["candidate_seed"] == 0
+    # Honest evaluation end to end: distinct unseen scenes, none a selection or training scene.
+    assert len(refine_metrics["selection_scenes"]) == 1
+    assert task["scenes"] | {"protocol": None} == {"episodes_per_policy": 1, "distinct": 1, "overlap_selection": 0,
+                                                   "overlap_training": 0, "protocol": None}
+    assert "1 seed: seed variation not estimable" in task["interval"]["method"]  # the tiny profile: one seed
+    assert "task-stratified" in policy["overall"]["interval"]["method"]
     assert (repo / "data/models/refined/door-lock-v3/seeds/seed0/model.safetensors").exists()
     reward = json.loads((repo / "dvclive/reward/door-lock-v3/metrics.json").read_text())
     assert set(reward["val"]) >= {"frames"} and {"threshold", "persistence"} == set(reward["detector"])
