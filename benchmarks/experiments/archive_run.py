@@ -22,6 +22,7 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
+import yaml
 from PIL import Image, ImageDraw
 
 COLORS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14)]
@@ -89,10 +90,15 @@ def main() -> None:
         shutil.copy2(a.run / name, a.dest / name)
     shutil.copytree(a.run / "plots", a.dest / "plots", ignore=shutil.ignore_patterns("*.html"))
     shutil.copytree(a.run / "dvclive", a.dest / "dvclive")
+    # A worktree also holds the committed default run's per-task outputs (other tasks): drop them.
+    tasks = set(yaml.safe_load((a.run / "params.yaml").read_text())["collect"]["tasks"])
+    for stale in [*a.dest.glob("dvclive/*/*-v3"), *a.dest.glob("metrics/refine/*.json")]:
+        if stale.name.removesuffix(".json") not in tasks:
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     (a.dest / "strips").mkdir()
     for p in sorted((a.run / "reports" / "fidelity").rglob("strip_*.png")):
         shutil.copy2(p, a.dest / "strips" / p.name)
-    for task_dir in sorted((a.run / "dvclive" / "refine").iterdir()):
+    for task_dir in sorted((a.dest / "dvclive" / "refine").iterdir()):
         seeds = sorted((task_dir / "plots" / "metrics").glob("seed*"))
         if seeds:
             curve_png(seeds, f"refinement, {task_dir.name}", a.dest / f"refine_{task_dir.name}.png")
