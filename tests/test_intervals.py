@@ -263,6 +263,10 @@ def test_tasks_that_disagree_only_between_each_other_give_a_nonzero_interval():
     assert r["uplift"] == 0.5 and r["ci"][0] < 0.5 < r["ci"][1]
     same = pooled_interval([win, TaskOutcomes("a2", sc, (False,) * 10, {s: (True,) * 10 for s in range(3)})], **FAST)
     assert same["ci"] == [1.0, 1.0] and "nothing varies" in same["note"]
+    # Only then: while d varies inside a task, the interval stays the stratified bootstrap.
+    mixed = TaskOutcomes("m", sc, (False,) * 10, {s: (True,) * 5 + (False,) * 5 for s in range(3)})
+    r = pooled_interval([lose, mixed], **FAST)
+    assert "t-interval" not in r["method"] and r["method"].startswith("task-stratified crossed bootstrap")
 
 
 # (d) validation names the task and the seed.

@@ -268,7 +268,7 @@ def _result(blocks: list[np.ndarray], resamples: int, level: float, rng_seed: in
         z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
         lo, hi = uplift - z * se, uplift + z * se
         method += "; percentile interval degenerate, normal interval with the closed-form bootstrap s.e. instead"
-    elif len({float(b.flat[0]) for b in blocks}) > 1:
+    elif not varies and len({float(b.flat[0]) for b in blocks}) > 1:
         # Constant inside every task, different between tasks: the stratified bootstrap (tasks fixed)
         # has nothing to resample, yet the (task, seed) clusters disagree. Then treat the clusters as
         # exchangeable, a t-interval over their means: wider than the fixed-task view, never zero.
