@@ -15,7 +15,7 @@ export DVC_NO_ANALYTICS ?= 1
 setup: $(STAMP)
 
 # Re-run setup whenever the pinned set or the project metadata changes.
-$(STAMP): requirements.lock pyproject.toml infra/setup.sh
+$(STAMP): requirements.txt pyproject.toml infra/setup.sh
 	bash infra/setup.sh
 	touch $@
 

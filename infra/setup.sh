@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent environment setup: system libraries for headless MuJoCo rendering, then .venv with the
-# exact versions of requirements.lock, then this project in editable mode. Called by `make setup`.
+# exact versions of requirements.txt, then this project in editable mode. Called by `make setup`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,7 +26,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # torch==2.13.0 in the lock resolves to the CPU wheel on this machine's disk (pip's find-links);
 # --no-deps on the project itself: the lock already holds every dependency, resolved once.
-.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.lock
+.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
 # Prefect's local database is created once here, not by the first flow run (DESIGN.md §3).
 echo "setup: done ($(.venv/bin/python -c 'import torch, zarr, dvc.version as d; print("torch", torch.__version__, "zarr", zarr.__version__, "dvc", d.__version__)'))"
