@@ -124,24 +124,12 @@ def eval_config(params: Params, task: str, role: str, episodes: int, seed: int, 
 
 
 def scene_ids(params: Params, task: str, role: str, n: int) -> list[str]:
-    """The ids of the first n scenes of `role` for `task`, without running an episode: what
-    MetaWorldRobot.reset(scene=...) places and hashes (MT1's variation for the pool's benchmark
-    seed; its Task payload is built in this process by metaworld, never read from storage)."""
-    import pickle
+    """The ids of the first n scenes of `role` for `task`, without running an episode."""
+    from w4rl_core.robots.metaworld_robot import pool_scene_ids
+    from w4rl_core.robots.scenes import ScenePool
 
-    import metaworld
-
-    from w4rl_core.robots.scenes import ScenePool, scene_id
-
-    pool, first = ScenePool(params.scene_slice(role)["scene_seeds"]), params.scene_slice(role)["first_scene"]
-    benchmarks: dict[int, list[Any]] = {}
-    ids = []
-    for j in range(n):
-        seed, variation = pool.locate(first + j)
-        if seed not in benchmarks:
-            benchmarks[seed] = list(metaworld.MT1(task, seed=seed).train_tasks)
-        ids.append(scene_id(task, pickle.loads(benchmarks[seed][variation].data)["rand_vec"]))
-    return ids
+    where = params.scene_slice(role)
+    return pool_scene_ids(task, ScenePool(where["scene_seeds"]), where["first_scene"], n)
 
 
 def refine(params: Params, task: str) -> dict[str, Any]:
@@ -272,7 +260,7 @@ def training_scenes(params: Params, task: str) -> set[str]:
             path = store_path(EPISODES_DIR, task, kind)
             recorded = EpisodeStore.open(path).episode_scene
             if "" in recorded:  # an unknown scene could be any evaluation scene: no overlap can be claimed
-                raise SceneLeak(f"evaluation of {task}: {path}: {list(recorded).count('')} training episodes record "
+                raise SceneLeak(f"evaluation of {task}: {path}: {recorded.count('')} training episodes record "
                                 "no scene (meta/episode_scene), so overlap with the evaluation scenes is unknown; "
                                 "re-collect them with this version")
             scenes.update(recorded)

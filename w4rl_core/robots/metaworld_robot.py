@@ -9,6 +9,7 @@ frames, which the model-level switches avoid.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from w4rl_core.robots.protocol import Observation
-from w4rl_core.robots.scenes import SCENES_PER_BENCHMARK, scene_id
+from w4rl_core.robots.scenes import SCENES_PER_BENCHMARK, ScenePool, scene_id
 
 # MuJoCo picks its GL backend at import time; EGL is the only headless one that works here
 # (GLFW needs a display, OSMesa returned wrong images at 96/128 px).
@@ -92,6 +93,30 @@ class MetaWorldConfig:
         return min(round(self.crop[0] * r), r - self.image_size), min(round(self.crop[1] * r), r - self.image_size)
 
 
+@functools.cache  # Task tuples are immutable; building one benchmark takes ~0.5 s
+def mt1_variations(task: str, benchmark_seed: int) -> tuple[Any, ...]:
+    """The variations of MT1(`task`) built with `benchmark_seed`: the scenes of that pool seed."""
+    import metaworld
+
+    tasks = tuple(metaworld.MT1(task, seed=benchmark_seed).train_tasks)
+    if len(tasks) != SCENES_PER_BENCHMARK:  # scenes.py's pool arithmetic relies on it
+        raise RuntimeError(f"MT1({task}) has {len(tasks)} variations, expected {SCENES_PER_BENCHMARK}")
+    return tasks
+
+
+def pool_scene_ids(task: str, pool: ScenePool, first: int, n: int) -> list[str]:
+    """Ids of scenes first..first+n-1 of `pool`, without running an episode: what reset(scene=...)
+    places and records. The Task payload is metaworld's own, built in this process (never read
+    from storage), so unpickling it is safe."""
+    import pickle
+
+    ids = []
+    for j in range(first, first + n):
+        seed, variation = pool.locate(j)
+        ids.append(scene_id(task, pickle.loads(mt1_variations(task, seed)[variation].data)["rand_vec"]))
+    return ids
+
+
 class MetaWorldRobot:
     """A Meta-World task behind the Robot protocol. Goal/object placement comes from the seed."""
 
@@ -130,7 +155,6 @@ class MetaWorldRobot:
         self.state_dim = int(self._env.observation_space.shape[0])
         self.fps = 1.0 / (sim.dt * config.action_repeat)
         self._last_state: np.ndarray | None = None
-        self._benchmarks: dict[int, list[Any]] = {config.benchmark_seed: self._variations}
         self.scene_id = ""  # identity of the scene of the last reset (scenes.scene_id)
 
     @property
@@ -156,17 +180,6 @@ class MetaWorldRobot:
         assert self._last_state is not None, "reset() first"
         return self._last_state
 
-    def _variation(self, benchmark_seed: int, index: int) -> Any:
-        """Variation `index` of MT1 built with `benchmark_seed` (built once per seed: ~0.5 s)."""
-        if benchmark_seed not in self._benchmarks:
-            import metaworld
-
-            tasks = list(metaworld.MT1(self.task, seed=benchmark_seed).train_tasks)
-            if len(tasks) != SCENES_PER_BENCHMARK:  # scenes.py's pool arithmetic relies on it
-                raise RuntimeError(f"MT1({self.task}) has {len(tasks)} variations, expected {SCENES_PER_BENCHMARK}")
-            self._benchmarks[benchmark_seed] = tasks
-        return self._benchmarks[benchmark_seed][index]
-
     def reset(self, seed: int, scene: tuple[int, int] | None = None) -> Observation:
         """Start an episode. `scene` = (benchmark seed, variation) places objects and goal exactly
         (scenes.ScenePool); without it a variation of the robot's own benchmark is drawn from
@@ -175,7 +188,7 @@ class MetaWorldRobot:
             rng = np.random.default_rng(seed)
             task = self._variations[int(rng.integers(len(self._variations)))]
         else:
-            task = self._variation(int(scene[0]), int(scene[1]))
+            task = mt1_variations(self.task, int(scene[0]))[int(scene[1])]
         self._env.unwrapped.set_task(task)
         state, _ = self._env.reset(seed=int(seed))
         self.scene_id = scene_id(self.task, self._env.unwrapped._last_rand_vec)
