@@ -292,12 +292,14 @@ class RewardParams:
 class RefineParams:
     """PPO inside the frozen world model (per task and seed); keys of w4rl_core.train.ppo.PPOConfig
     except horizon (a real episode's: Params.episode_horizon) and seed (one run per `seeds` entry),
-    plus the periodic real evaluation's size and seed."""
+    the trust check that decides whether refinement starts (w4rl_core.train.trust.TrustConfig), plus
+    the periodic real evaluation's size and seed (opt-in: only with ppo.select_by_real)."""
 
     seeds: tuple[int, ...] = (0,)  # one refinement per seed; all are evaluated and reported
     eval_episodes: int = 4
     eval_seed: int = 777  # disjoint from evaluate.seed: periodic and final evaluations share no episode
     ppo: dict[str, Any] = field(default_factory=dict)
+    trust: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
@@ -307,19 +309,31 @@ class RefineParams:
             if key in self.ppo:
                 raise ValueError(f"refine.ppo.{key} is set by the pipeline (horizon: a real episode's length "
                                  "minus world_model.context_frames; seed: refine.seeds); remove it")
-        config = self.ppo_config(horizon=1, seed=0)
-        if config.eval_every > 0 and self.eval_episodes < 1:
-            raise ValueError(f"refine.eval_episodes must be >= 1 while refine.ppo.eval_every > 0 (real checks "
-                             f"run), got {self.eval_episodes}")
+        self.trust_config()
+        if self.checks_run(self.ppo_config(horizon=1, seed=0)) and self.eval_episodes < 1:
+            raise ValueError(f"refine.eval_episodes must be >= 1 while refine.ppo.select_by_real is on and "
+                             f"refine.ppo.eval_every > 0 (real checks run), got {self.eval_episodes}")
+
+    @staticmethod
+    def checks_run(config) -> bool:
+        """Real checks run during refinement only to select by them (select_by_real, the opt-in mode):
+        from imagination alone (the method) no real episode runs between BC and the final evaluation;
+        monitoring is measured after refinement, by the evaluation, not during it."""
+        return bool(config.select_by_real and config.eval_every > 0)
 
     def real_episodes_per_check(self, params: Params) -> int:
         """Real episodes of one periodic check during refinement (0: refinement runs none)."""
-        return self.eval_episodes if self.ppo_config(horizon=params.episode_horizon, seed=0).eval_every > 0 else 0
+        return self.eval_episodes if self.checks_run(self.ppo_config(horizon=params.episode_horizon, seed=0)) else 0
 
     def ppo_config(self, horizon: int, seed: int):
         from w4rl_core.train.ppo import PPOConfig
 
         return typed(PPOConfig, self.ppo, "refine.ppo", horizon=horizon, seed=seed)
+
+    def trust_config(self):
+        from w4rl_core.train.trust import TrustConfig
+
+        return typed(TrustConfig, self.trust, "refine.trust")
 
 
 @dataclass(frozen=True)

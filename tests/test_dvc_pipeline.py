@@ -65,6 +65,8 @@ def test_repro_collects_validates_and_second_run_is_a_fast_no_op(tiny_run, tmp_p
     assert {"uplift", "uplift_ci95", "pairs"} <= set(policy["overall"])
     refine_metrics = json.loads((repo / "metrics/refine/door-lock-v3.json").read_text())
     assert refine_metrics["seeds"][0]["real_episodes_used"] == 1 and refine_metrics["candidate_seed"] == 0
+    # One BC rollout, none held out: trust cannot be checked and the tiny profile refines anyway.
+    assert refine_metrics["trust"]["checked"] is False and refine_metrics["trust"]["passed"]
     # Honest evaluation end to end: distinct unseen scenes, none a selection or training scene.
     assert len(refine_metrics["selection_scenes"]) == 1
     assert task["scenes"] | {"protocol": None} == {"episodes_per_policy": 1, "distinct": 1, "overlap_selection": 0,
@@ -178,6 +180,33 @@ def test_repro_collects_validates_and_second_run_is_a_fast_no_op(tiny_run, tmp_p
     status = dvc(repo, "status").stdout
     assert "collect@soccer-v3-expert:" in status and "train_world_model:" in status
     assert "collect@door-lock-v3-expert:" not in status and "train_bc@door-lock-v3:" not in status
+
+
+def test_from_imagination_alone_no_real_episode_runs_and_an_untrusted_task_returns_bc(tiny_run, tmp_path):
+    """The method's mode (select_by_real off) with the trust check refusing (no held-out BC rollout
+    to check against, unchecked: stop): refine returns BC's weights for every seed having run no
+    real episode, evaluate reports why, and the gate names it."""
+    from safetensors.torch import load_file
+
+    repo = tiny_run.copy(tmp_path / "repo")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["refine"]["ppo"]["select_by_real"] = False
+    params["refine"]["trust"] = {"unchecked": "stop"}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    dvc(repo, "repro", "gate")
+    record = json.loads((repo / "metrics/refine/door-lock-v3.json").read_text())
+    assert record["selection_scenes"] == [] and record["trust"]["passed"] is False
+    (seed,) = record["seeds"]
+    assert seed["real_episodes_used"] == 0 and seed["selected_iteration"] == 0 and "fewer than" in seed["stopped"]
+    assert "first seed" in record["candidate_rule"]
+    bc = load_file(repo / "data/models/bc/door-lock-v3/model.safetensors")
+    kept = load_file(repo / "data/models/refined/door-lock-v3/seeds/seed0/model.safetensors")
+    assert bc.keys() == kept.keys() and all(bc[k].equal(kept[k]) for k in bc)
+    task = json.loads((repo / "metrics/policy.json").read_text())["per_task"]["door-lock-v3"]
+    assert task["real_episodes_used"] == 0 and task["uplift"] == 0.0 and task["trust"]["passed"] is False
+    rules = json.loads((repo / "metrics/gate.json").read_text())["tasks"]["door-lock-v3"]["rules"]
+    (gain,) = [r for r in rules if r["rule"] == "refinement_gave_something"]
+    assert "refinement did not start" in gain["reason"]
 
 
 def test_invalid_data_fails_the_pipeline_with_field_and_episode(repo):

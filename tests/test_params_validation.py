@@ -62,8 +62,14 @@ CASES = [
     ("evaluate.episodes", 51, ["evaluate.episodes asks for 51 distinct scenes", "scenes.evaluation", "holds 50"]),
     ("collect.episodes", {"expert": 40, "random": 5, "policy": 10},
      ["collect.episodes", "55 distinct scenes", "scenes.training", "holds 50"]),
-    ("refine.eval_episodes", 60, ["refine.eval_episodes asks for 60", "scenes.selection"]),
-    ("refine.eval_episodes", 0, ["refine.eval_episodes must be >= 1 while refine.ppo.eval_every > 0"]),
+    # The periodic real checks run only in the opt-in select_by_real mode.
+    ("refine", {"eval_episodes": 60, "ppo": {"select_by_real": True, "eval_every": 5}},
+     ["refine.eval_episodes asks for 60", "scenes.selection"]),
+    ("refine", {"eval_episodes": 0, "ppo": {"select_by_real": True, "eval_every": 5}},
+     ["refine.eval_episodes must be >= 1 while refine.ppo.select_by_real is on"]),
+    ("refine.trust", {"tolerance": 1.5}, ["refine.trust", "tolerance must be in [0, 1]"]),
+    ("refine.trust", {"unchecked": "maybe"}, ["refine.trust", "unchecked must be one of"]),
+    ("refine.trust", {"tolerence": 0.1}, ["refine.trust.tolerence", "accepts:"]),
     ("evaluate.episodes", 0, ["evaluate.episodes must be >= 1"]),
     ("gate.min_episodes", 11, ["gate.min_episodes (11) exceeds evaluate.episodes (10)", "could never pass"]),
 ]

@@ -133,17 +133,20 @@ def scene_ids(params: Params, task: str, role: str, n: int) -> list[str]:
 
 
 def refine(params: Params, task: str) -> dict[str, Any]:
-    """PPO from the task's BC policy once per refine.seeds entry. Every seed's policy and metrics are
-    kept; the promotion candidate is the seed with the best periodic real success (on the selection
-    scenes, which the final evaluation refuses), the first seed on ties or without periodic
-    evaluation. With ppo.select_by_real false the checks still run when eval_every > 0 and still
-    choose the candidate seed: they are counted in real_episodes_used."""
-    from w4rl_core.eval.policy_eval import evaluate_policy_in_sim
+    """PPO from the task's BC policy once per refine.seeds entry, if the trust check lets it start
+    (w4rl_core/train/trust.py: BC's imagined success on held-out recorded rollouts against their
+    real success; beyond the tolerance every seed returns BC, with the reason). Every seed's policy
+    and metrics are kept. From imagination alone (ppo.select_by_real false, the method) no real
+    episode runs and the promotion candidate is the first seed, a rule fixed before any outcome;
+    with select_by_real (opt-in) periodic real checks on the selection scenes, which the final
+    evaluation refuses, choose each seed's checkpoint and the candidate seed, and are counted in
+    real_episodes_used."""
     from w4rl_core.imagine.env import ImaginedEnv
     from w4rl_core.models.model_files import check_fits
     from w4rl_core.models.policy import load_policy, save_policy
     from w4rl_core.models.success import load_success_detector
     from w4rl_core.train.ppo import refine as run_ppo
+    from w4rl_core.train.ppo import returned_bc
     from w4rl_core.train.tracking import CurveLog, timings_of, without_timings
     from w4rl_core.train.world_model import resolve_device
 
@@ -158,30 +161,26 @@ def refine(params: Params, task: str) -> dict[str, Any]:
     # must not be resumed: what the checks run is part of the refinement checkpoint's identity.
     real_eval_id = json.dumps({"scenes": sorted(selection_scenes), "episodes": params.refine.eval_episodes,
                                "seed": params.refine.eval_seed})
+    trust = _trust_check(params, task)
+    if not trust["passed"]:
+        import logging
+
+        logging.getLogger("w4rl.refine").warning("%s: %s", task, trust["reason"])
     log = CurveLog(refine_run(task), step_key="iteration")
     for seed in params.refine.seeds:
         config = params.refine.ppo_config(horizon=params.episode_horizon, seed=seed)
+        policy, _ = load_policy(bc_dir(task), task=task)
         device = resolve_device(config.device)
         world_model, _ = load_fitting_world_model(params, device)
         detector = load_success_detector(reward_dir(task), device)
-        policy, _ = load_policy(bc_dir(task), task=task)
         check_fits(bc_dir(task), "BC policy", action_dim=(policy.action_dim, len(world_model.config.action_low)))
         env = ImaginedEnv(world_model, contexts, config.n_envs, success_fn=detector, device=device,
                           accel=params.world_model.accel_config())
-
-        def real_eval(candidate, iteration: int) -> float:
-            with tempfile.TemporaryDirectory() as tmp:
-                save_policy(Path(tmp) / "policy", copy.deepcopy(candidate).cpu())
-                summary = evaluate_policy_in_sim(
-                    Path(tmp) / "policy",
-                    eval_config(params, task, "selection", params.refine.eval_episodes, params.refine.eval_seed,
-                                 workers=1),
-                    Path(tmp) / "eval.zarr", progress=False,  # a few episodes, often: the PPO bar covers it
-                )
-            if not set(summary["scenes"]) <= selection_scenes:  # the listing above must be what ran
-                raise RuntimeError(f"{task}: a real check ran scenes outside scenes.selection's listing")
-            return summary["success_rate"]
-
+        if not trust["passed"]:  # BC's weights, with BC's like-for-like imagined success measured all the same
+            kept, summary = returned_bc(policy, env, config, trust["reason"])
+            runs[seed] = (kept, summary | {"seed": seed, "real_episodes_used": 0})
+            continue
+        real_eval = _real_check(params, task, selection_scenes) if params.refine.checks_run(config) else None
         # Every seed keeps its state until the stage's outputs are in place: a kill during seed k
         # resumes seed k, and the seeds before it return at once from their last iteration.
         refined, summary = run_ppo(policy, env, expert.rgb, expert.action, config, log.scope(f"seed{seed}"),
@@ -192,17 +191,20 @@ def refine(params: Params, task: str) -> dict[str, Any]:
                     "real_episodes_used": summary["real_evaluations"] * params.refine.eval_episodes}
         runs[seed] = (refined, summary)
 
+    by_real = params.refine.checks_run(params.refine.ppo_config(horizon=params.episode_horizon, seed=0))
+
     def validation_score(seed: int) -> float:
         score = runs[seed][1]["selected_real_success"]
-        return float("-inf") if score is None else score
+        return float("-inf") if score is None or not by_real else score
 
     candidate = max(params.refine.seeds, key=lambda s: (validation_score(s), -params.refine.seeds.index(s)))
     # Timings go to the DVCLive summary; the record and the policies' metadata hold what the run decided.
     timings = {f"seed{s}": timings_of(runs[s][1]) for s in params.refine.seeds}
     runs = {s: (refined, without_timings(summary)) for s, (refined, summary) in runs.items()}
     metrics = {**_meta(params, task), "seeds": [runs[s][1] for s in params.refine.seeds], "candidate_seed": candidate,
-               "candidate_rule": "best periodic real success of the returned policy (scenes.selection), "
-                                 "first seed on ties",
+               "candidate_rule": ("best periodic real success of the returned policy (scenes.selection), first seed "
+                                  "on ties") if by_real else "the first seed of refine.seeds (no real episode chooses)",
+               "trust": trust,
                "reward_calibration": reward_metrics(task)["reward_calibration"],
                # Scenes the real checks ran on (scenes.selection): the final evaluation refuses them.
                "selection_scenes": sorted(selection_scenes)}
@@ -215,6 +217,60 @@ def refine(params: Params, task: str) -> dict[str, Any]:
     write_json_atomic(refine_metrics_path(task), metrics)
     shutil.rmtree(checkpoint_dir("refine", task), ignore_errors=True)
     return metrics
+
+
+def _trust_check(params: Params, task: str) -> dict[str, Any]:
+    """BC's imagined success from the recorded starts of its held-out real rollouts (the `policy`
+    episodes none of the models trained on), rolled as collection rolled them, against their
+    recorded success (w4rl_core/train/trust.py). No new real episode."""
+    from w4rl_core.imagine.env import ImaginedEnv
+    from w4rl_core.models.policy import load_policy
+    from w4rl_core.models.success import load_success_detector
+    from w4rl_core.train.trust import check_trust, trust_verdict
+    from w4rl_core.train.world_model import resolve_device
+
+    config = params.refine.trust_config()
+    if params.collect.episodes.get("policy", 0) == 0:
+        return trust_verdict([], [], config) | {"held_out_of": "no BC rollouts collected (collect.episodes.policy: 0)"}
+    _, held_out = _windows(params, task, ("policy",))
+    t = params.world_model.context_frames
+    held_out = held_out.episodes([i for i, (s, e) in enumerate(zip(held_out.episode_starts, held_out.episode_ends))
+                                  if e - s >= t])
+    real = [bool(x) for x in held_out.succeeded()]
+    where = {"held_out_of": "collect.episodes.policy (world_model.val_fraction split; no model trained on them)"}
+    if len(real) < config.min_episodes:
+        return trust_verdict([], real, config) | where
+    ppo = params.refine.ppo_config(horizon=params.episode_horizon, seed=0)
+    device = resolve_device(ppo.device)
+    world_model, _ = load_fitting_world_model(params, device)
+    detector = load_success_detector(reward_dir(task), device)
+    policy, _ = load_policy(bc_dir(task), task=task)
+    env = ImaginedEnv(world_model, held_out, min(ppo.n_envs, len(real) * config.samples_per_start),
+                      success_fn=detector, device=device, accel=params.world_model.accel_config())
+    return check_trust(policy.to(device), env, real, params.episode_horizon, config,
+                       deterministic=params.policy.rollout_deterministic) | where
+
+
+def _real_check(params: Params, task: str, selection_scenes: set[str]) -> Callable[[Any, int], float]:
+    """The periodic real check of the opt-in select_by_real mode: the candidate policy on the first
+    refine.eval_episodes scenes of scenes.selection (the same at every check)."""
+    from w4rl_core.eval.policy_eval import evaluate_policy_in_sim
+    from w4rl_core.models.policy import save_policy
+
+    def real_eval(candidate, iteration: int) -> float:
+        with tempfile.TemporaryDirectory() as tmp:
+            save_policy(Path(tmp) / "policy", copy.deepcopy(candidate).cpu())
+            summary = evaluate_policy_in_sim(
+                Path(tmp) / "policy",
+                eval_config(params, task, "selection", params.refine.eval_episodes, params.refine.eval_seed,
+                             workers=1),
+                Path(tmp) / "eval.zarr", progress=False,  # a few episodes, often: the PPO bar covers it
+            )
+        if not set(summary["scenes"]) <= selection_scenes:  # the listing above must be what ran
+            raise RuntimeError(f"{task}: a real check ran scenes outside scenes.selection's listing")
+        return summary["success_rate"]
+
+    return real_eval
 
 
 def _warn_calibration(task: str, metrics: dict[str, Any], tolerance: float = 0.15) -> None:
@@ -341,6 +397,8 @@ def _evaluate_into(params: Params, eval_root: Path, video_root: Path) -> dict[st
             "candidate": next(r for r in seed_rows if r["seed"] == refine_metrics["candidate_seed"]),
             **_uplift_fields(task_interval(task_outcomes)),
             "real_episodes_used": sum(r["real_episodes_used"] for r in seed_rows),
+            # Whether refinement started: BC's imagined vs real success on its held-out rollouts.
+            "trust": refine_metrics.get("trust"),
             # The reward refinement optimised, checked on these unseen real BC episodes.
             "reward_calibration": _calibration_on_store(detector, bc_store),
         }

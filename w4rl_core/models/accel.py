@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from w4rl_core.models.sampler import SamplerConfig, karras_sigmas
+from w4rl_core.models.sampler import SamplerConfig, edm_integrate, karras_sigmas
 from w4rl_core.models.unet import FrameUNet
 
 log = logging.getLogger(__name__)
@@ -191,24 +191,12 @@ class FastSampler:
         return (e.c_skip * x + e.c_out * out).clamp(-1, 1)
 
     def _sample_loop(self, ctx: torch.Tensor, cond: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The Euler/Heun loop of `sample_next_frame` on a prepared input; x stays float32.
-
-        Also returns the first denoised estimate D(x; sigma_max): with the input mostly noise it is
-        the model's mean prediction of the next frame, and its distance to the sample a free
-        measure of the model's own uncertainty (used by refinement's exploitation guard).
+        """The Euler/Heun loop (sampler.edm_integrate, the eager sampler's own) on a prepared input;
+        x stays float32. Also returns the first denoised estimate D(x; sigma_max): with the input
+        mostly noise it is the model's mean prediction of the next frame, and its distance to the
+        sample a free measure of the model's own uncertainty (used by refinement's exploitation guard).
         """
-        x = noise * self._sigma0
-        mean = None
-        for sigma, nxt, first, second in self._steps:
-            denoised = self._denoised(x, first, ctx, cond)
-            mean = denoised if mean is None else mean
-            d = (x - denoised) / sigma
-            x_next = x + d * (nxt - sigma)
-            if second is not None:
-                d2 = (x_next - self._denoised(x_next, second, ctx, cond)) / nxt
-                x_next = x + (d + d2) / 2 * (nxt - sigma)
-            x = x_next
-        return x.clamp(-1, 1), mean
+        return edm_integrate(noise * self._sigma0, self._steps, lambda x, e: self._denoised(x, e, ctx, cond))
 
     @torch.no_grad()
     def __call__(

@@ -7,8 +7,9 @@ noise level would otherwise carry straight into the result.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -38,6 +39,30 @@ def karras_sigmas(config: SamplerConfig, device: torch.device | str = "cpu") -> 
     return torch.cat([sigmas, sigmas.new_zeros(1)]).float()
 
 
+def edm_integrate(
+    x: torch.Tensor, schedule: Sequence[tuple[Any, Any, Any, Any]], denoised: Callable[[torch.Tensor, Any], torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Euler/Heun loop of EDM (Karras et al. 2022, Alg. 1), the one copy both samplers run.
+
+    `schedule` holds per step (sigma, next sigma, a, b): `denoised(x, a)` is the clamped estimate
+    D(x; sigma), `denoised(x, b)` D(x; next sigma) for Heun's correction (b None: an Euler step).
+    How a and the sigmas are represented (tensors here, precomputed constants in the fast path)
+    is the caller's. Returns the sample, clamped, and the first denoised estimate (the model's mean
+    prediction of the frame, used as its uncertainty reference).
+    """
+    mean = None
+    for sigma, nxt, first, second in schedule:
+        estimate = denoised(x, first)
+        mean = estimate if mean is None else mean
+        d = (x - estimate) / sigma
+        x_next = x + d * (nxt - sigma)
+        if second is not None:
+            d2 = (x_next - denoised(x_next, second)) / nxt
+            x_next = x + (d + d2) / 2 * (nxt - sigma)
+        x = x_next
+    return x.clamp(-1, 1), mean
+
+
 @torch.no_grad()
 def sample_next_frame(
     denoiser: Denoiser,
@@ -50,12 +75,6 @@ def sample_next_frame(
     b, _, c, h, w = context.shape
     sigmas = karras_sigmas(config, context.device)
     x = torch.randn(b, c, h, w, device=context.device, generator=generator) * sigmas[0]
-    for sigma, nxt in zip(sigmas[:-1], sigmas[1:]):
-        s = sigma.expand(b)
-        d = (x - denoiser.denoise(x, s, context, actions).clamp(-1, 1)) / sigma
-        x_next = x + d * (nxt - sigma)
-        if config.method == "heun" and nxt > 0:
-            d2 = (x_next - denoiser.denoise(x_next, nxt.expand(b), context, actions).clamp(-1, 1)) / nxt
-            x_next = x + (d + d2) / 2 * (nxt - sigma)
-        x = x_next
-    return x.clamp(-1, 1)
+    schedule = [(sigma, nxt, sigma.expand(b), nxt.expand(b) if config.method == "heun" and nxt > 0 else None)
+                for sigma, nxt in zip(sigmas[:-1], sigmas[1:])]
+    return edm_integrate(x, schedule, lambda x, s: denoiser.denoise(x, s, context, actions).clamp(-1, 1))[0]

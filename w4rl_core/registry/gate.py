@@ -145,14 +145,18 @@ def gave_something_rule(entry: dict[str, Any] | None, required: bool = True) -> 
     iteration = _number(entry, "candidate", "selected_iteration")
     uplift = _number(entry, "candidate", "uplift")
     rule = {"rule": "refinement_gave_something", "value": uplift, "threshold": 0.0}
+    trust = (entry or {}).get("trust") or {}
+    stopped = f"refinement did not start: {trust['reason']}" if trust.get("passed") is False else None
     if not required:
         gained = iteration not in (None, 0) and uplift is not None and uplift > 0
         return rule | {"passed": True, "reason": "not required (gate.require_refinement_gain: false, smoke scale): "
-                                                 + ("candidate gains over BC" if gained else "refinement gave nothing")}
+                                                 + ("candidate gains over BC" if gained else stopped or
+                                                    "refinement gave nothing")}
     if iteration is None or uplift is None:
         return rule | {"passed": False, "reason": "candidate's selected_iteration or uplift is missing or malformed"}
     if iteration == 0:
-        return rule | {"passed": False, "reason": "refinement gave nothing: BC kept (the candidate is BC's own weights)"}
+        return rule | {"passed": False, "reason": "refinement gave nothing: BC kept ("
+                                                  + (stopped or "the candidate is BC's own weights") + ")"}
     if uplift <= 0:
         return rule | {"passed": False, "reason": f"refinement gave nothing: BC kept (candidate's uplift over BC is "
                                                   f"{uplift:.4g} on the evaluation scenes)"}

@@ -414,3 +414,19 @@ def refine(
         "seconds": time.perf_counter() - started,
     }
     return policy.eval().cpu(), summary
+
+
+def returned_bc(policy: GaussianPolicy, env: ImaginedEnv, config: PPOConfig, reason: str) -> tuple[GaussianPolicy, dict[str, Any]]:
+    """No refinement (the trust check refused it): BC's own weights, with the summary `refine` would
+    give for a run that returned BC (selected_iteration 0) and BC's like-for-like imagined success."""
+    started = time.perf_counter()
+    policy = policy.to(env.device)
+    eval_n = config.imagined_eval_episodes
+    imagined_bc = float(np.mean(imagined_success(policy, env, eval_n, config.horizon, config.seed))) if eval_n else None
+    return policy.eval().cpu(), {
+        "iterations": 0, "horizon": config.horizon, "stopped": reason,
+        "imagined_success_start": None, "imagined_success_end": None,
+        "imagined_eval": {"episodes": eval_n, "bc": imagined_bc, "refined": imagined_bc},  # the same weights
+        "uncertainty_reference": None, "real_success_periodic": [], "real_evaluations": 0, "selected_by_real": False,
+        "selected_iteration": 0, "real_success_bc": None, "selected_real_success": None,
+        "seconds": time.perf_counter() - started}
