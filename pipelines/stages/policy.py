@@ -167,6 +167,10 @@ def refine(params: Params, task: str) -> dict[str, Any]:
 
         logging.getLogger("w4rl.refine").warning("%s: %s", task, trust["reason"])
     log = CurveLog(refine_run(task), step_key="iteration")
+    # The check's measurement, at iteration 0 (before any update): also what the run's plots hold
+    # when it refused (every declared output exists).
+    log.scope("trust").log({"iteration": 0, "held_out_episodes": trust["episodes"],
+                            "imagined_success": trust["imagined"], "real_success": trust["real"]})
     for seed in params.refine.seeds:
         config = params.refine.ppo_config(horizon=params.episode_horizon, seed=seed)
         policy, _ = load_policy(bc_dir(task), task=task)

@@ -1,5 +1,10 @@
 """PPO inside the frozen world model (World4RL stage 2), one readable loop in the style of cleanrl.
 
+`refine` reads as the algorithm: collect_rollout -> rewards and GAE -> (first iteration)
+warm_up_critic -> ppo_update -> log, optional real check, checkpoint. Resume, checkpointing and the
+summary are their own functions (_resume, _save, _summary); the whole state is a Learner (networks,
+optimizer, minibatch generator) and a RunState (curve, measurements, best candidate).
+
 Rollouts are imagined episodes: each starts where a recorded episode of the task starts and runs the
 rest of a real episode's length, a ~ pi(x), the world model generates the next frame, the frozen,
 calibrated success detector gives the sparse reward. Neither model changes (checked).
@@ -12,9 +17,11 @@ Guards against exploiting the learned simulator (docs/design.md#exploitation-fin
 - the critic is fitted to the first rollout's returns before the first policy update, so the first
   updates do not follow advantages of an untrained critic (approx-KL 0.14, clip fraction 0.49 seen);
 - the like-for-like imagined success (deterministic policy, real starts, success anywhere) of the
-  BC policy and of the result, next to periodic real evaluations (reported; used for selection
-  only with `select_by_real`, where the BC policy itself, evaluated on the same real episodes before
-  the first update, is one of the candidates: a seed whose refinement never beats it returns BC).
+  BC policy and of the result (reported); periodic real evaluations only in the opt-in
+  `select_by_real` mode, where the BC policy itself, evaluated on the same real episodes before the
+  first update, is one of the candidates (a seed whose refinement never beats it returns BC);
+- before any of this, the pipeline's trust check (w4rl_core/train/trust.py) decides whether
+  refinement starts at all (`returned_bc` when it does not).
 Actions are clipped to the bounds before the env sees them; with `action_logprob: clipped` the
 log-probability is that of the clipped action under the Gaussian (the tails' mass at the bounds),
 so the ratio PPO optimises is that of what was executed.
@@ -29,7 +36,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -186,6 +193,174 @@ def _run_fingerprint(config: PPOConfig, policy: GaussianPolicy, frozen: str, env
     return h.hexdigest()[:16]
 
 
+@dataclass
+class Rollout:
+    """One imagined rollout: (steps, n_envs, ...) tensors, whole episodes from recorded starts."""
+
+    obs: torch.Tensor
+    u: torch.Tensor  # normalized actions, as executed (clipped with action_logprob: clipped)
+    logp: torch.Tensor
+    success: torch.Tensor  # the detector's success per step (the sparse reward)
+    uncertainty: torch.Tensor  # the world model's own, per step (ImaginedEnv)
+    value: torch.Tensor
+    seconds: float
+
+
+class Learner:
+    """What PPO updates: the policy, its critic (frame + fraction of the episode elapsed), their
+    optimizer and the generator of minibatches and BC batches."""
+
+    def __init__(self, policy: GaussianPolicy, config: PPOConfig, device: torch.device) -> None:
+        self.policy = policy.to(device)
+        self.critic = CNNHead(policy.config.cnn, 1, extra=1).to(device)
+        self.opt = torch.optim.Adam([*self.policy.parameters(), *self.critic.parameters()], lr=config.lr, eps=1e-5)
+        self.gen = torch.Generator().manual_seed(config.seed)
+
+    def value(self, obs: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.critic(obs, t).squeeze(-1)
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [*self.policy.parameters(), *self.critic.parameters()]
+
+
+@dataclass
+class RunState:
+    """What a refinement has decided and measured so far (checkpointed with the learner)."""
+
+    iteration: int = 0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    imagined_bc: list[bool] = field(default_factory=list)
+    real_episodes: int = 0  # real checks run (each refine.eval_episodes episodes)
+    real_bc: float | None = None
+    uncertainty_ref: float | None = None
+    best: tuple[float, dict[str, torch.Tensor], int] | None = None  # (real success, weights, iteration)
+
+
+@torch.no_grad()
+def collect_rollout(learner: Learner, env: ImaginedEnv, config: PPOConfig, iteration: int,
+                    elapsed: torch.Tensor) -> Rollout:
+    """n_envs imagined episodes of `horizon` steps with the current (sampling) policy."""
+    steps, n, device, policy = config.horizon, config.n_envs, env.device, learner.policy
+    obs_buf = torch.zeros(steps, n, *env.observation_shape, device=device)
+    u_buf = torch.zeros(steps, n, policy.action_dim, device=device)
+    logp_buf, succ_buf, unc_buf, val_buf = (torch.zeros(steps, n, device=device) for _ in range(4))
+    obs = env.reset(seed=config.seed * 100_003 + iteration)
+    t0 = time.perf_counter()
+    policy.eval()
+    for t in range(steps):
+        dist = policy.distribution(obs)
+        u = dist.sample()
+        if config.action_logprob == "clipped":
+            u = u.clamp(-1, 1)
+        obs_buf[t], u_buf[t] = obs, u
+        logp_buf[t] = action_log_prob(dist, u, config.action_logprob)
+        val_buf[t] = learner.value(obs, elapsed[t])
+        obs, info = env.step(policy.denormalize(u))
+        succ_buf[t] = info["success"].float()
+        unc_buf[t] = info["uncertainty"]
+    _sync(device)  # GPU work is asynchronous: time what ran, not what was queued
+    return Rollout(obs_buf, u_buf, logp_buf, succ_buf, unc_buf, val_buf, time.perf_counter() - t0)
+
+
+def warm_up_critic(learner: Learner, roll: Rollout, rewards: torch.Tensor, dones: torch.Tensor,
+                   elapsed: torch.Tensor, config: PPOConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fit the critic alone to the first rollout's Monte-Carlo returns (lambda = 1: no bootstrap from
+    an untrained critic), then recompute the rollout's values and GAE from it (roll.value updated)."""
+    n = config.n_envs
+    zeros = torch.zeros(n, device=rewards.device)
+    _, mc_ret = compute_gae(rewards, torch.zeros_like(roll.value), zeros, dones, config.gamma, 1.0)
+    b_obs, b_time, b_mc = roll.obs.flatten(0, 1), elapsed.flatten(0, 1), mc_ret.flatten()
+    for _ in range(config.critic_warmup):
+        for idx in torch.randperm(len(b_obs), generator=learner.gen).to(b_obs.device).chunk(config.minibatches):
+            v_loss = 0.5 * ((learner.value(b_obs[idx], b_time[idx]) - b_mc[idx]) ** 2).mean()
+            learner.opt.zero_grad(set_to_none=True)
+            v_loss.backward()
+            torch.nn.utils.clip_grad_norm_(learner.critic.parameters(), config.max_grad_norm)
+            learner.opt.step()
+    with torch.no_grad():
+        roll.value = torch.stack([learner.value(roll.obs[t], elapsed[t]) for t in range(config.horizon)])
+        return compute_gae(rewards, roll.value, zeros, dones, config.gamma, config.gae_lambda)
+
+
+def ppo_update(learner: Learner, roll: Rollout, advantages: torch.Tensor, returns: torch.Tensor,
+               elapsed: torch.Tensor, expert_frames: torch.Tensor, expert_actions: torch.Tensor,
+               config: PPOConfig) -> dict[str, float]:
+    """`epochs` passes of clipped PPO over the rollout in minibatches, plus the BC term on expert
+    data; stops an epoch boundary early past target_kl. Returns the mean of each loss term."""
+    policy, device = learner.policy, roll.obs.device
+    policy.train()
+    b_obs, b_u, b_logp = roll.obs.flatten(0, 1), roll.u.flatten(0, 1), roll.logp.flatten(0, 1)
+    b_time, b_adv, b_ret = elapsed.flatten(0, 1), advantages.flatten(), returns.flatten()
+    stats: dict[str, list[float]] = {k: [] for k in ("pg_loss", "v_loss", "entropy", "bc_nll", "approx_kl", "clipfrac")}
+    for _ in range(config.epochs):
+        for idx in torch.randperm(len(b_obs), generator=learner.gen).to(device).chunk(config.minibatches):
+            dist = policy.distribution(b_obs[idx])
+            new_logp = action_log_prob(dist, b_u[idx], config.action_logprob)
+            a = b_adv[idx]
+            a = (a - a.mean()) / (a.std() + 1e-8) if len(a) > 1 else a
+            pg_loss, diag = clipped_surrogate(new_logp, b_logp[idx], a, config.clip_coef)
+            v_loss = 0.5 * ((learner.value(b_obs[idx], b_time[idx]) - b_ret[idx]) ** 2).mean()
+            entropy = dist.entropy().sum(-1).mean()
+            loss = pg_loss + config.vf_coef * v_loss - config.ent_coef * entropy
+            bc = torch.zeros((), device=device)
+            if config.bc_coef > 0 and len(expert_frames):
+                j = torch.randint(len(expert_frames), (config.bc_batch,), generator=learner.gen)
+                frames = expert_frames[j].to(device).float() / 127.5 - 1
+                bc = policy.nll(frames, expert_actions[j].to(device))
+                loss = loss + config.bc_coef * bc
+            learner.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(learner.parameters(), config.max_grad_norm)
+            learner.opt.step()
+            for k, v in (("pg_loss", pg_loss), ("v_loss", v_loss), ("entropy", entropy), ("bc_nll", bc)):
+                stats[k].append(float(v.detach()))
+            stats["approx_kl"].append(diag["approx_kl"])
+            stats["clipfrac"].append(diag["clipfrac"])
+        if config.target_kl and np.mean(stats["approx_kl"][-config.minibatches:]) > config.target_kl:
+            break
+    _sync(device)
+    return {k: float(np.mean(v)) for k, v in stats.items()}
+
+
+def _save(checkpoint_dir: str | os.PathLike[str], run_id: str, learner: Learner, state: RunState) -> None:
+    opt_tensors, opt_meta = optimizer_tensors(learner.opt)
+    tensors = {f"policy/{k}": v for k, v in learner.policy.state_dict().items()}
+    tensors |= {f"critic/{k}": v for k, v in learner.critic.state_dict().items()}
+    tensors |= opt_tensors | {"rng/batch": learner.gen.get_state(), "rng/torch": torch.get_rng_state()}
+    device = next(learner.critic.parameters()).device
+    if device.type == "cuda":
+        tensors["rng/cuda"] = torch.cuda.get_rng_state(device)
+    if state.best is not None:
+        tensors |= {f"best/{k}": v for k, v in state.best[1].items()}
+    save_state(checkpoint_dir, tensors, {
+        "fingerprint": run_id, "iteration": state.iteration, "rows": state.rows, "imagined_bc": state.imagined_bc,
+        "real_episodes": state.real_episodes, "real_bc": state.real_bc, "uncertainty_ref": state.uncertainty_ref,
+        "best": None if state.best is None else {"score": state.best[0], "iteration": state.best[2]},
+        "optimizer": opt_meta})
+
+
+def _resume(checkpoint_dir: str | os.PathLike[str] | None, run_id: str, learner: Learner) -> RunState | None:
+    """The state saved by the same run (same fingerprint), loaded into `learner`; None otherwise."""
+    resumed = load_state(checkpoint_dir) if checkpoint_dir is not None else None
+    if resumed is None or resumed[1].get("fingerprint") != run_id:
+        return None
+    tensors, meta = resumed
+    learner.policy.load_state_dict(_prefixed(tensors, "policy/"))
+    learner.critic.load_state_dict(_prefixed(tensors, "critic/"))
+    load_optimizer(learner.opt, tensors, meta["optimizer"])
+    learner.gen.set_state(tensors["rng/batch"])
+    torch.set_rng_state(tensors["rng/torch"])
+    device = next(learner.critic.parameters()).device
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(tensors["rng/cuda"], device)
+    best = None
+    if meta["best"] is not None:
+        best = (meta["best"]["score"], _prefixed(tensors, "best/"), meta["best"]["iteration"])
+    return RunState(iteration=meta["iteration"], rows=meta["rows"], imagined_bc=meta["imagined_bc"],
+                    real_episodes=meta["real_episodes"], real_bc=meta["real_bc"],
+                    uncertainty_ref=meta["uncertainty_ref"], best=best)
+
+
 def refine(
     policy: GaussianPolicy,
     env: ImaginedEnv,
@@ -200,8 +375,9 @@ def refine(
 ) -> tuple[GaussianPolicy, dict[str, Any]]:
     """PPO on `env` from `policy` (BC). expert_* (uint8 frames (M,3,H,W), actions (M,A)) feed the BC term.
 
-    `real_eval(policy, iteration)` returns the real success rate (run every `eval_every` iterations);
-    `real_eval_id` names what it runs (scenes, episodes, seed) and is part of the checkpoint's identity.
+    `real_eval(policy, iteration)` returns the real success rate (run every `eval_every` iterations;
+    the pipeline passes one only in the opt-in select_by_real mode); `real_eval_id` names what it
+    runs (scenes, episodes, seed) and is part of the checkpoint's identity.
     `frozen` modules (world model, classifier) are checked to be unchanged at the end.
     Each iteration's row goes to `log` (DVCLive), which the caller finishes with the summary.
     With `checkpoint_dir` the whole state (policy, critic, optimizer, generators, curve, real
@@ -213,207 +389,106 @@ def refine(
     torch.manual_seed(config.seed)
     frozen_before = parameter_fingerprint(*frozen)
     run_id = _run_fingerprint(config, policy, frozen_before, env, expert_frames, expert_actions, real_eval_id)
-    policy = policy.to(device)
-    critic = CNNHead(policy.config.cnn, 1, extra=1).to(device)  # frame + fraction of the episode elapsed
-    opt = torch.optim.Adam([*policy.parameters(), *critic.parameters()], lr=config.lr, eps=1e-5)
-    gen = torch.Generator().manual_seed(config.seed)
-    n, steps, a_dim = config.n_envs, config.horizon, policy.action_dim
+    learner = Learner(policy, config, device)
+    policy = learner.policy
+    n, steps = config.n_envs, config.horizon
     elapsed = (torch.arange(steps, device=device, dtype=torch.float32) / steps)[:, None, None].expand(steps, n, 1)
-    rows: list[dict[str, Any]] = []
-    best: tuple[float, dict, int] | None = None
-    real_episodes = 0
-    real_bc: float | None = None
-    uncertainty_ref: float | None = None
-    started = time.perf_counter()
-
-    def value(obs: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return critic(obs, t).squeeze(-1)
-
     eval_n = config.imagined_eval_episodes
-    done = 0
-    resumed = load_state(checkpoint_dir) if checkpoint_dir is not None else None
-    if resumed is not None and resumed[1].get("fingerprint") == run_id:
-        tensors, meta = resumed
-        policy.load_state_dict(_prefixed(tensors, "policy/"))
-        critic.load_state_dict(_prefixed(tensors, "critic/"))
-        load_optimizer(opt, tensors, meta["optimizer"])
-        gen.set_state(tensors["rng/batch"])
-        torch.set_rng_state(tensors["rng/torch"])
-        if device.type == "cuda":
-            torch.cuda.set_rng_state(tensors["rng/cuda"], device)
-        if meta["best"] is not None:
-            best = (meta["best"]["score"], _prefixed(tensors, "best/"), meta["best"]["iteration"])
-        done, rows, imagined_bc = meta["iteration"], meta["rows"], meta["imagined_bc"]
-        real_episodes, real_bc, uncertainty_ref = meta["real_episodes"], meta["real_bc"], meta["uncertainty_ref"]
-        for row in rows:  # the resumed run's curve starts as the checkpoint saved it
+    started = time.perf_counter()
+    checks = real_eval is not None and config.eval_every > 0
+
+    state = _resume(checkpoint_dir, run_id, learner)
+    if state is not None:
+        for row in state.rows:  # the resumed run's curve starts as the checkpoint saved it
             if log is not None:
                 log.log(row)
     else:
-        imagined_bc = imagined_success(policy, env, eval_n, steps, config.seed) if eval_n else []
-        if config.select_by_real and real_eval is not None and config.eval_every:
+        state = RunState(imagined_bc=imagined_success(policy, env, eval_n, steps, config.seed) if eval_n else [])
+        if config.select_by_real and checks:
             # BC is a candidate too; ties keep the earlier (less refined) policy.
             policy.eval()
-            best = (real_eval(policy, 0), copy.deepcopy(policy.state_dict()), 0)
-            real_episodes += 1
-            real_bc = best[0]
+            state.best = (real_eval(policy, 0), copy.deepcopy(policy.state_dict()), 0)
+            state.real_episodes, state.real_bc = 1, state.best[0]
 
-    def checkpoint(iteration: int) -> None:
-        opt_tensors, opt_meta = optimizer_tensors(opt)
-        tensors = {f"policy/{k}": v for k, v in policy.state_dict().items()}
-        tensors |= {f"critic/{k}": v for k, v in critic.state_dict().items()}
-        tensors |= opt_tensors | {"rng/batch": gen.get_state(), "rng/torch": torch.get_rng_state()}
-        if device.type == "cuda":
-            tensors["rng/cuda"] = torch.cuda.get_rng_state(device)
-        if best is not None:
-            tensors |= {f"best/{k}": v for k, v in best[1].items()}
-        save_state(checkpoint_dir, tensors, {
-            "fingerprint": run_id, "iteration": iteration, "rows": rows, "imagined_bc": imagined_bc,
-            "real_episodes": real_episodes, "real_bc": real_bc, "uncertainty_ref": uncertainty_ref,
-            "best": None if best is None else {"score": best[0], "iteration": best[2]}, "optimizer": opt_meta})
-
-    bar = progress_bar(total=config.iterations, initial=done, desc="refine (PPO in imagination)", unit="it")
-    for it in range(done + 1, config.iterations + 1):
-        # ---------------- imagined rollout: whole episodes from real starts
-        obs_buf = torch.zeros(steps, n, *env.observation_shape, device=device)
-        u_buf = torch.zeros(steps, n, a_dim, device=device)
-        logp_buf, succ_buf, unc_buf, val_buf = (torch.zeros(steps, n, device=device) for _ in range(4))
-        obs = env.reset(seed=config.seed * 100_003 + it)
-        t0 = time.perf_counter()
-        policy.eval()
-        with torch.no_grad():
-            for t in range(steps):
-                dist = policy.distribution(obs)
-                u = dist.sample()
-                if config.action_logprob == "clipped":
-                    u = u.clamp(-1, 1)
-                obs_buf[t], u_buf[t] = obs, u
-                logp_buf[t] = action_log_prob(dist, u, config.action_logprob)
-                val_buf[t] = value(obs, elapsed[t])
-                obs, info = env.step(policy.denormalize(u))
-                succ_buf[t] = info["success"].float()
-                unc_buf[t] = info["uncertainty"]
-        _sync(device)  # GPU work is asynchronous: time what ran, not what was queued
-        imagine_s = time.perf_counter() - t0
-        if uncertainty_ref is None:  # what the BC policy meets in imagination: the data's support
-            uncertainty_ref = float(torch.quantile(unc_buf.flatten().float(), config.uncertainty_quantile))
-        penalty = config.uncertainty_coef * torch.relu(unc_buf / max(uncertainty_ref, 1e-8) - 1)
-        rew_buf = succ_buf - penalty
-        # The imagined episode ends where the real one does: terminal, no bootstrap.
-        dones = torch.zeros_like(rew_buf)
-        dones[-1] = 1.0
-        adv, ret = compute_gae(rew_buf, val_buf, torch.zeros(n, device=device), dones, config.gamma,
+    bar = progress_bar(total=config.iterations, initial=state.iteration, desc="refine (PPO in imagination)", unit="it")
+    for it in range(state.iteration + 1, config.iterations + 1):
+        roll = collect_rollout(learner, env, config, it, elapsed)
+        if state.uncertainty_ref is None:  # what the BC policy meets in imagination: the data's support
+            state.uncertainty_ref = float(torch.quantile(roll.uncertainty.flatten().float(),
+                                                         config.uncertainty_quantile))
+        penalty = config.uncertainty_coef * torch.relu(roll.uncertainty / max(state.uncertainty_ref, 1e-8) - 1)
+        rewards = roll.success - penalty
+        dones = torch.zeros_like(rewards)
+        dones[-1] = 1.0  # the imagined episode ends where the real one does: terminal, no bootstrap
+        adv, ret = compute_gae(rewards, roll.value, torch.zeros(n, device=device), dones, config.gamma,
                                config.gae_lambda)
-
-        # ---------------- update
-        policy.train()
-        b_obs, b_u, b_logp = obs_buf.flatten(0, 1), u_buf.flatten(0, 1), logp_buf.flatten(0, 1)
-        b_time, b_val = elapsed.flatten(0, 1), val_buf.flatten()
-        size = len(b_obs)
-        stats: dict[str, list[float]] = {k: [] for k in ("pg_loss", "v_loss", "entropy", "bc_nll", "approx_kl",
-                                                         "clipfrac")}
         t1 = time.perf_counter()
         if it == 1 and config.critic_warmup:
-            # Monte-Carlo returns of the first rollout (lambda = 1): no bootstrap from an untrained critic.
-            _, mc_ret = compute_gae(rew_buf, torch.zeros_like(val_buf), torch.zeros(n, device=device), dones,
-                                    config.gamma, 1.0)
-            b_mc = mc_ret.flatten()
-            for _ in range(config.critic_warmup):
-                for idx in torch.randperm(size, generator=gen).to(device).chunk(config.minibatches):
-                    v_loss = 0.5 * ((value(b_obs[idx], b_time[idx]) - b_mc[idx]) ** 2).mean()
-                    opt.zero_grad(set_to_none=True)
-                    v_loss.backward()
-                    torch.nn.utils.clip_grad_norm_(critic.parameters(), config.max_grad_norm)
-                    opt.step()
-            with torch.no_grad():  # advantages from the fitted critic
-                val_buf = torch.stack([value(obs_buf[t], elapsed[t]) for t in range(steps)])
-                adv, ret = compute_gae(rew_buf, val_buf, torch.zeros(n, device=device), dones, config.gamma,
-                                       config.gae_lambda)
-                b_val = val_buf.flatten()
-        b_adv, b_ret = adv.flatten(), ret.flatten()
-        for _ in range(config.epochs):
-            for idx in torch.randperm(size, generator=gen).to(device).chunk(config.minibatches):
-                dist = policy.distribution(b_obs[idx])
-                new_logp = action_log_prob(dist, b_u[idx], config.action_logprob)
-                a = b_adv[idx]
-                a = (a - a.mean()) / (a.std() + 1e-8) if len(a) > 1 else a
-                pg_loss, diag = clipped_surrogate(new_logp, b_logp[idx], a, config.clip_coef)
-                v_loss = 0.5 * ((value(b_obs[idx], b_time[idx]) - b_ret[idx]) ** 2).mean()
-                entropy = dist.entropy().sum(-1).mean()
-                loss = pg_loss + config.vf_coef * v_loss - config.ent_coef * entropy
-                bc = torch.zeros((), device=device)
-                if config.bc_coef > 0 and len(expert_frames):
-                    j = torch.randint(len(expert_frames), (config.bc_batch,), generator=gen)
-                    frames = expert_frames[j].to(device).float() / 127.5 - 1
-                    bc = policy.nll(frames, expert_actions[j].to(device))
-                    loss = loss + config.bc_coef * bc
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_([*policy.parameters(), *critic.parameters()], config.max_grad_norm)
-                opt.step()
-                for k, v in (("pg_loss", pg_loss), ("v_loss", v_loss), ("entropy", entropy), ("bc_nll", bc)):
-                    stats[k].append(float(v.detach()))
-                stats["approx_kl"].append(diag["approx_kl"])
-                stats["clipfrac"].append(diag["clipfrac"])
-            if config.target_kl and np.mean(stats["approx_kl"][-config.minibatches:]) > config.target_kl:
-                break
-        _sync(device)
+            adv, ret = warm_up_critic(learner, roll, rewards, dones, elapsed, config)
+        stats = ppo_update(learner, roll, adv, ret, elapsed, expert_frames, expert_actions, config)
         update_s = time.perf_counter() - t1
 
         row: dict[str, Any] = {
             "iteration": it,
-            "imagined_success": float((succ_buf.sum(0) > 0).float().mean()),  # per imagined episode
-            "imagined_reward": float(succ_buf.sum(0).mean()),
-            "uncertainty": float(unc_buf.mean()),
+            "imagined_success": float((roll.success.sum(0) > 0).float().mean()),  # per imagined episode
+            "imagined_reward": float(roll.success.sum(0).mean()),
+            "uncertainty": float(roll.uncertainty.mean()),
             "uncertainty_penalty": float(penalty.sum(0).mean()),
-            **{k: float(np.mean(v)) for k, v in stats.items()},
-            "explained_variance": explained_variance(b_val, b_ret),
-            "policy_std": float(policy.distribution(b_obs[:64]).stddev.mean().detach()),
-            "imagined_frames_per_s": n * steps / imagine_s,
+            **stats,
+            "explained_variance": explained_variance(roll.value.flatten(), ret.flatten()),
+            "policy_std": float(policy.distribution(roll.obs.flatten(0, 1)[:64]).stddev.mean().detach()),
+            "imagined_frames_per_s": n * steps / roll.seconds,
             "update_s": update_s,
             "real_success": None,
         }
-        if real_eval is not None and config.eval_every and (it % config.eval_every == 0 or it == config.iterations):
+        if checks and (it % config.eval_every == 0 or it == config.iterations):
             policy.eval()
             row["real_success"] = real_eval(policy, it)
-            real_episodes += 1
-            if config.select_by_real and (best is None or row["real_success"] > best[0]):
-                best = (row["real_success"], copy.deepcopy(policy.state_dict()), it)
-        rows.append(row)
+            state.real_episodes += 1
+            if config.select_by_real and (state.best is None or row["real_success"] > state.best[0]):
+                state.best = (row["real_success"], copy.deepcopy(policy.state_dict()), it)
+        state.rows.append(row)
+        state.iteration = it
         if log is not None:
             log.log(row)
         if checkpoint_dir is not None:
-            checkpoint(it)
+            _save(checkpoint_dir, run_id, learner, state)
         bar.update(1)
         bar.set_postfix(imagined_success=f"{row['imagined_success']:.2f}", refresh=False)
     bar.close()
 
-    if best is not None:
-        policy.load_state_dict(best[1])
+    if state.best is not None:
+        policy.load_state_dict(state.best[1])
     imagined_refined = imagined_success(policy, env, eval_n, steps, config.seed) if eval_n else []
     if parameter_fingerprint(*frozen) != frozen_before:
         raise RuntimeError("a frozen model (world model or classifier) changed during refinement")
+    return policy.eval().cpu(), _summary(config, state, imagined_refined, time.perf_counter() - started)
+
+
+def _summary(config: PPOConfig, state: RunState, imagined_refined: list[bool], seconds: float) -> dict[str, Any]:
     def rate(xs: list[bool]) -> float | None:
         return float(np.mean(xs)) if xs else None
 
-    summary = {
+    rows, best = state.rows, state.best
+    return {
         "iterations": config.iterations,
-        "horizon": steps,
+        "horizon": config.horizon,
         "imagined_success_start": rows[0]["imagined_success"],
         "imagined_success_end": rows[-1]["imagined_success"],
         # Like for like with the real evaluation: deterministic policy, recorded starts, success anywhere.
-        "imagined_eval": {"episodes": eval_n, "bc": rate(imagined_bc), "refined": rate(imagined_refined)},
-        "uncertainty_reference": uncertainty_ref,
+        "imagined_eval": {"episodes": config.imagined_eval_episodes, "bc": rate(state.imagined_bc),
+                          "refined": rate(imagined_refined)},
+        "uncertainty_reference": state.uncertainty_ref,
         "real_success_periodic": [(r["iteration"], r["real_success"]) for r in rows if r["real_success"] is not None],
-        "real_evaluations": real_episodes,
+        "real_evaluations": state.real_episodes,
         "selected_by_real": best is not None,
         "selected_iteration": best[2] if best is not None else config.iterations,  # 0 = the BC policy
-        "real_success_bc": real_bc,
+        "real_success_bc": state.real_bc,
         # The real success of the returned policy on the periodic episodes (None without real evaluations).
         "selected_real_success": best[0] if best is not None else next(
             (r["real_success"] for r in reversed(rows) if r["real_success"] is not None), None),
-        "seconds": time.perf_counter() - started,
+        "seconds": seconds,
     }
-    return policy.eval().cpu(), summary
 
 
 def returned_bc(policy: GaussianPolicy, env: ImaginedEnv, config: PPOConfig, reason: str) -> tuple[GaussianPolicy, dict[str, Any]]:
