@@ -64,7 +64,8 @@ def test_repro_collects_validates_and_second_run_is_a_fast_no_op(tiny_run, tmp_p
     assert task["bc"]["episodes"] == 1 and len(task["refined"]["ci95"]) == 2
     assert {"uplift", "uplift_ci95", "pairs"} <= set(policy["overall"])
     refine_metrics = json.loads((repo / "metrics/refine/door-lock-v3.json").read_text())
-    assert refine_metrics["seeds"][0]["real_episodes_used"] == 1 and refine_metrics["candidate_seed"] == 0
+    # The opt-in select_by_real mode checks BC (iteration 0) and the last iteration: 2 checks of 1 episode.
+    assert refine_metrics["seeds"][0]["real_episodes_used"] == 2 and refine_metrics["candidate_seed"] == 0
     # One BC rollout, none held out: trust cannot be checked and the tiny profile refines anyway.
     assert refine_metrics["trust"]["checked"] is False and refine_metrics["trust"]["passed"]
     # Honest evaluation end to end: distinct unseen scenes, none a selection or training scene.
