@@ -118,7 +118,7 @@ def s3_env(s3_server, monkeypatch):
 
 class TinyRun:
     """One uninterrupted `dvc repro` of the tiny profile, committed: what the pipeline test and the
-    kill harness start from (each on its own copy) and compare against."""
+    kill harness start from (each on its own copy, never in place) and compare against."""
 
     def __init__(self, repo: Path, stdout: str, stage_seconds: dict[str, float]) -> None:
         self.repo, self.stdout, self.stage_seconds = repo, stdout, stage_seconds
@@ -130,37 +130,70 @@ class TinyRun:
         return dest
 
 
-def run_timed(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 900) -> tuple[int, str, dict[str, float]]:
-    """Run `dvc repro`-like `cmd`, returning (exit code, output, seconds per stage from its
-    "Running stage '<name>'" lines)."""
-    import re
-    import subprocess
-    import time
+# The directory every process of the session shares (the xdist controller makes it; its workers
+# inherit the variable): the tiny run is built there once, by tests/tiny_run_build.py.
+SHARED_ENV = "W4RL_TEST_SHARED"
+_builders: list = []  # the background build this process started (kept so it is not reaped early)
+_OWNER = pytest.StashKey[bool]()  # set in the process that made the shared directory
 
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines, starts = [], []
-    deadline = time.monotonic() + timeout
-    for line in proc.stdout:
-        lines.append(line)
-        m = re.match(r"Running stage '([^']+)'", line)
-        if m:
-            starts.append((m[1], time.monotonic()))
-        assert time.monotonic() < deadline, "".join(lines)
-    proc.wait()
-    ends = [t for _, t in starts[1:]] + [time.monotonic()]
-    return proc.returncode, "".join(lines), {name: end - t for (name, t), end in zip(starts, ends)}
+
+def pytest_configure(config):
+    if SHARED_ENV not in os.environ:
+        import tempfile
+
+        os.environ[SHARED_ENV] = tempfile.mkdtemp(prefix="w4rl-tests-")
+        config.stash[_OWNER] = True
+
+
+def pytest_unconfigure(config):
+    if config.stash.get(_OWNER, False):
+        import shutil
+        import signal
+
+        shared = Path(os.environ.pop(SHARED_ENV))
+        started = shared / "tiny-run.started"
+        if started.exists() and not (shared / "tiny-run" / "result.json").exists():
+            try:  # a run stopped early (a failure with -x, Ctrl-C): stop the build with it
+                os.killpg(int(started.read_text() or 0), signal.SIGKILL)
+            except (ValueError, ProcessLookupError, PermissionError):
+                pass
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def _start_tiny_run(shared: Path) -> None:
+    """Start the background build unless a process of this session already did (O_EXCL decides)."""
+    import subprocess
+    import sys
+
+    try:
+        fd = os.open(shared / "tiny-run.started", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("tiny_run_build.py")), str(shared / "tiny-run")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    _builders.append(proc)
+    os.write(fd, str(proc.pid).encode())
+    os.close(fd)
+
+
+def pytest_collection_finish(session):
+    # As soon as a worker knows a selected test needs the tiny run, the build starts beside the tests.
+    if any("tiny_run" in getattr(item, "fixturenames", ()) for item in session.items):
+        _start_tiny_run(Path(os.environ[SHARED_ENV]))
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> TinyRun:
-    import subprocess
+def tiny_run() -> TinyRun:
+    import json
+    import time
 
-    from pipelines.sandbox import make_sandbox, tool_env
-
-    repo = make_sandbox(tmp_path_factory.mktemp("tiny-run"), "tiny")
-    code, out, seconds = run_timed(["dvc", "repro"], repo, tool_env())
-    assert code == 0, out
-    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny run"], cwd=repo,
-                   check=True)
-    return TinyRun(repo, out, seconds)
+    shared = Path(os.environ[SHARED_ENV])
+    _start_tiny_run(shared)
+    result = shared / "tiny-run" / "result.json"
+    deadline = time.monotonic() + 900
+    while not result.exists():
+        assert time.monotonic() < deadline, "the shared tiny run (tests/tiny_run_build.py) did not finish in 15 min"
+        time.sleep(0.5)
+    built = json.loads(result.read_text())
+    assert built["code"] == 0, built["output"]
+    return TinyRun(Path(built["repo"]), built["output"], built["stage_seconds"])

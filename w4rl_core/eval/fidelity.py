@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torchmetrics.functional.image import structural_similarity_index_measure
 
 from w4rl_core.atomic import atomic_path, write_json_atomic
 from w4rl_core.data.windows import FrameWindows
@@ -95,6 +94,9 @@ def _ssim(pred: torch.Tensor, real: torch.Tensor) -> np.ndarray:
     b, h = pred.shape[:2]
     p = ((pred + 1) / 2).flatten(0, 1).float().cpu()
     r = ((real + 1) / 2).flatten(0, 1).float().cpu()
+    # Imported here: torchmetrics costs ~1.5 s to import, and every stage imports this module's config.
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
     return structural_similarity_index_measure(p, r, data_range=1.0, reduction="none").reshape(b, h).numpy()
 
 

@@ -28,7 +28,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-from diffusers import UNet2DModel
 from torch import nn
 
 NOISE_EMBEDDINGS = ("fourier",)
@@ -77,6 +76,10 @@ class FrameUNet(nn.Module):
     """F(c_in x; c_noise, context, actions) -> a frame-shaped output (3, H, W)."""
 
     def __init__(self, config: UNetConfig, action_features: int) -> None:
+        # Imported here, not at the top: importing diffusers costs ~2 s of every process, and most
+        # processes that import this module only validate a UNetConfig (params of every stage).
+        from diffusers import UNet2DModel
+
         super().__init__()
         self.config = config
         levels = len(config.channels)
