@@ -8,7 +8,8 @@ range checks in the configs' own __post_init__ come back with the path of their 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+import math
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +34,31 @@ def typed(cls: type, raw: Any, path: str, **fixed: Any) -> Any:
     if unknown:
         raise ParamsError(f"unknown key(s) {', '.join(f'{path}.{k}' for k in unknown)}; "
                           f"{path} accepts: {', '.join(sorted(known))}")
+    refuse_non_finite(raw, path)
     try:
-        return TypeAdapter(cls).validate_python({**raw, **fixed})
+        value = TypeAdapter(cls).validate_python({**raw, **fixed})
     except ValidationError as err:
         raise ParamsError("; ".join(_explain(e, path) for e in err.errors(include_url=False))) from None
+    refuse_non_finite(value, path)  # also what pydantic made of a string such as "nan" or "inf"
+    return value
+
+
+def refuse_non_finite(value: Any, path: str) -> None:
+    """No NaN or infinity anywhere in params. pydantic accepts YAML's `.nan` and `.inf` (and the
+    strings "nan", "inf") for a float field, and a NaN passes every range check written as a
+    comparison (`lr <= 0` is false for NaN), so a NaN learning rate would train to NaN weights."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ParamsError(f"{path}: must be a finite number (got {value!r})")
+    elif is_dataclass(value) and not isinstance(value, type):
+        for f in fields(value):
+            refuse_non_finite(getattr(value, f.name), f"{path}.{f.name}")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            refuse_non_finite(item, f"{path}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            refuse_non_finite(item, f"{path}[{i}]")
 
 
 def _explain(error: dict[str, Any], path: str) -> str:
@@ -458,6 +480,10 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
         raise ParamsError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        refuse_non_finite(raw, "params")
+    except ParamsError as err:
+        raise ParamsError(f"{path}: {str(err).removeprefix('params.')}") from None
     unknown = set(raw) - set(_SECTIONS) - {"gate"}
     if unknown:
         raise ParamsError(f"{path}: unknown section(s) {sorted(unknown)}; known: {sorted(_SECTIONS) + ['gate']}")

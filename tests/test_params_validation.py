@@ -54,6 +54,12 @@ CASES = [
     ("world_model.data.shuffle_buffer", 0, ["world_model.data", "shuffle_buffer", ">= 1"]),
     ("world_model.data.shuffle_buffer", "big", ["world_model.data.shuffle_buffer", "valid integer"]),
     ("validate", [1, 2], ["validate must be a mapping"]),
+    # No NaN or infinity passes anywhere: a NaN passes every `x <= 0` range check.
+    ("world_model.train.lr", float("nan"), ["world_model.train.lr", "finite number", "nan"]),
+    ("world_model.train.lr", "nan", ["world_model.train.lr", "finite number"]),  # pydantic parses the string
+    ("policy.train.lr", float("-inf"), ["policy.train.lr", "finite number", "-inf"]),
+    ("gate.min_uplift", float("inf"), ["gate.min_uplift", "finite number"]),
+    ("collect.crop", [0.1, float("nan"), 0.5], ["collect.crop[1]", "finite number"]),
     # Scenes: roles that would share scenes, or ask for more distinct scenes than their pool holds.
     ("scenes.evaluation", [0], ["scenes.training and scenes.evaluation both use benchmark seed 0", "overlap"]),
     ("scenes.selection", [2, 7], ["scenes.selection and scenes.evaluation both use benchmark seed 2"]),
