@@ -37,9 +37,10 @@ exp: setup
 	mv .params.yaml.keep params.yaml; exit $$status
 
 # One pytest-xdist worker per core of the 2-core dev/CI machine (override: make test TEST_WORKERS=4).
-# Each worker builds the shared tiny pipeline run (a session fixture) once if it runs a test that needs it:
-# --dist loadgroup cannot keep those tests on one worker under pytest 9.2 (xdist rewrites item._nodeid,
-# pytest 9.2 reads item._id: pytest-dev/pytest-xdist#1386), so every test is its own unit, as measured.
+# The shared tiny pipeline run is built once per session, in the background, by tests/tiny_run_build.py
+# (conftest starts it; the workers wait for its result file): --dist loadgroup cannot keep the tests
+# that need it on one worker under pytest 9.2 (xdist rewrites item._nodeid, pytest 9.2 reads
+# item._id: pytest-dev/pytest-xdist#1386), so every test is its own unit, as measured.
 TEST_WORKERS ?= 2
 test: setup
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
