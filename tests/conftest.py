@@ -153,10 +153,12 @@ def pytest_unconfigure(config):
         shared = Path(os.environ.pop(SHARED_ENV))
         started = shared / "tiny-run.started"
         if started.exists() and not (shared / "tiny-run" / "result.json").exists():
-            try:  # a run stopped early (a failure with -x, Ctrl-C): stop the build with it
-                os.killpg(int(started.read_text() or 0), signal.SIGKILL)
-            except (ValueError, ProcessLookupError, PermissionError):
-                pass
+            pid = started.read_text().strip()
+            if pid.isdigit() and int(pid) > 0:  # never killpg(0): that is this process's own group
+                try:  # a run stopped early (a failure with -x, Ctrl-C): stop the build with it
+                    os.killpg(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
         shutil.rmtree(shared, ignore_errors=True)
 
 
