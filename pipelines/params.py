@@ -34,7 +34,6 @@ def typed(cls: type, raw: Any, path: str, **fixed: Any) -> Any:
     if unknown:
         raise ParamsError(f"unknown key(s) {', '.join(f'{path}.{k}' for k in unknown)}; "
                           f"{path} accepts: {', '.join(sorted(known))}")
-    refuse_non_finite(raw, path)
     try:
         value = TypeAdapter(cls).validate_python({**raw, **fixed})
     except ValidationError as err:
@@ -480,14 +479,12 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
         raise ParamsError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
-    try:
-        refuse_non_finite(raw, "params")
-    except ParamsError as err:
-        raise ParamsError(f"{path}: {str(err).removeprefix('params.')}") from None
     unknown = set(raw) - set(_SECTIONS) - {"gate"}
     if unknown:
         raise ParamsError(f"{path}: unknown section(s) {sorted(unknown)}; known: {sorted(_SECTIONS) + ['gate']}")
     try:
+        for name, section in raw.items():  # before any config's own checks, which a NaN would pass
+            refuse_non_finite(section, name)
         return Params(**{name: typed(cls, raw.get(name), name) for name, cls in _SECTIONS.items()},
                       gate=raw.get("gate") or {})
     except ParamsError as err:
