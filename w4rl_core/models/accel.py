@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 
 _AUTO = "auto"
 _COMPILE_MODES = ("default", "max-autotune", "max-autotune-no-cudagraphs", "reduce-overhead")
+# inductor generates the kernels (what a run wants); aot_eager traces the same graphs (dynamo +
+# AOTAutograd, forward and backward) and runs them with eager kernels: torch's own first step for
+# telling a tracing problem from a code-generation one, and seconds instead of minutes to compile.
+_COMPILE_BACKENDS = ("inductor", "aot_eager")
 
 
 def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
@@ -71,6 +75,7 @@ class AccelConfig:
     channels_last: bool | str = _AUTO
     compile: bool = False  # torch.compile: minutes of compilation, worth it on a GPU run
     compile_mode: str = "default"
+    compile_backend: str = "inductor"  # inductor | aot_eager (tracing only, eager kernels)
     cuda_graphs: bool | str = _AUTO
     data_on_device: bool | str = _AUTO  # training: hold the uint8 frames on the device, gather there
 
@@ -83,6 +88,11 @@ class AccelConfig:
             raise ValueError(f"accel.compile must be true or false, not {self.compile!r}")
         if self.compile_mode not in _COMPILE_MODES:
             raise ValueError(f"accel.compile_mode must be one of {_COMPILE_MODES}, not {self.compile_mode!r}")
+        if self.compile_backend not in _COMPILE_BACKENDS:
+            raise ValueError(f"accel.compile_backend must be one of {_COMPILE_BACKENDS}, not {self.compile_backend!r}")
+        if self.compile_backend != "inductor" and self.compile_mode != "default":
+            raise ValueError(f"accel.compile_mode {self.compile_mode!r} is inductor's; with compile_backend "
+                             f"{self.compile_backend!r} use default")
         if self.compile and self.compile_mode == "reduce-overhead" and self.cuda_graphs is True:
             raise ValueError("accel: compile_mode reduce-overhead already uses CUDA graphs; set cuda_graphs false")
 
@@ -105,6 +115,7 @@ class AccelConfig:
             channels_last=pick(self.channels_last),
             compile=self.compile,
             compile_mode=self.compile_mode,
+            compile_backend=self.compile_backend,
             cuda_graphs=graphs,
             data_on_device=pick(self.data_on_device),
         )
@@ -116,6 +127,7 @@ class ResolvedAccel:
     channels_last: bool
     compile: bool
     compile_mode: str
+    compile_backend: str
     cuda_graphs: bool
     data_on_device: bool
 
@@ -123,6 +135,8 @@ class ResolvedAccel:
     def label(self) -> str:
         parts = [str(self.dtype).removeprefix("torch.")]
         parts += [name for name in ("channels_last", "compile", "cuda_graphs") if getattr(self, name)]
+        if self.compile and self.compile_backend != "inductor":
+            parts[parts.index("compile")] = f"compile[{self.compile_backend}]"
         return "+".join(parts)
 
 
@@ -174,7 +188,8 @@ class FastSampler:
             torch.backends.cudnn.benchmark = True
         self._loop = self._sample_loop
         if self.opts.compile:
-            self._loop = torch.compile(self._sample_loop, mode=self.opts.compile_mode, dynamic=False)
+            self._loop = torch.compile(self._sample_loop, backend=self.opts.compile_backend,
+                                       mode=self.opts.compile_mode, dynamic=False)
         self._graphs: dict[tuple[int, ...], SimpleNamespace] = {}
 
     @property

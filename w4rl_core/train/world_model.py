@@ -150,7 +150,7 @@ class Training:
             model = model.to(memory_format=torch.channels_last)
         self.ema = AveragedModel(model, use_buffers=True)
         if fast.compile:  # after the EMA copy; Module.compile keeps state_dict keys (checkpoints) unchanged
-            model.denoiser.net.compile(mode=fast.compile_mode)
+            model.denoiser.net.compile(backend=fast.compile_backend, mode=fast.compile_mode)
         self.model = model
         # The loss module: the denoiser, under DDP when data-parallel (it averages the ranks' gradients
         # during backward, bucket by bucket, overlapping the all-reduce with the rest of backward).
