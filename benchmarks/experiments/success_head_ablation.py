@@ -171,11 +171,11 @@ def main() -> None:
     device = resolve_device("auto")
     model, _ = load_fitting_world_model(params, device)
     imagine = _imagined_twins(params)
+    feats = UNetFeatures(model)  # one forward hook on the shared model, for every task
     for task in tasks:
         started = time.time()
         train, val = _windows(params, task, params.reward.kinds)
         calibration, check = split_for_check(val)
-        feats = UNetFeatures(model)
         head = train_head(feats, train, t, args.head_steps or int(train_cfg.get("steps", 1500)), int(train_cfg.get("batch_size", 64)),
                           float(train_cfg.get("lr", 3e-4)), int(train_cfg.get("seed", 0)), device)
         cal = imagine(calibration) if params.reward.calibrate_on == "imagined" else calibration
