@@ -4,7 +4,8 @@ Same shape of interface as a robot (reset(seed) -> obs; step(action) -> obs, inf
 batched over n_envs. Imagined episodes start where real ones start: each env begins with the first
 T frames (and the T-1 actions between them) of a recorded episode of the task, so that from there
 on, an imagined episode of episode_len - T steps covers what a real episode covers and its success
-can be compared with real success like for like. Observations are frames (n,3,H,W) in [-1,1].
+can be compared with real success like for like. `reset_windows` starts them from any T recorded
+frames instead (keyframe starts, mid-episode). Observations are frames (n,3,H,W) in [-1,1].
 
 Success comes from a `SuccessDetector` on the new frames (the calibrated success classifier of the
 reward stage); without one it is all False. Each step also reports the world model's own
@@ -85,11 +86,19 @@ class ImaginedEnv:
         """New episodes from recorded episode starts: drawn with `seed`, or the given indices into
         them (`starts`, length n_envs; evaluation walks through them in order)."""
         rng = np.random.default_rng(seed)
-        self._gen.manual_seed(seed)
         pick = rng.integers(len(self._starts), size=self.n_envs) if starts is None else np.asarray(starts)
         if len(pick) != self.n_envs:
             raise ValueError(f"reset got {len(pick)} starts for {self.n_envs} envs")
-        frames, actions, _ = self.contexts.gather(self._starts[pick], self.t, self.device)
+        return self.reset_windows(seed, self._starts[pick])
+
+    def reset_windows(self, seed: int, window_starts: np.ndarray) -> torch.Tensor:
+        """New episodes from any T-frame windows of the recorded episodes (indices into the contexts'
+        frame axis, length n_envs): keyframe starts (w4rl_core/imagine/keyframes.py) begin mid-episode."""
+        window_starts = np.asarray(window_starts)
+        if len(window_starts) != self.n_envs:
+            raise ValueError(f"reset got {len(window_starts)} windows for {self.n_envs} envs")
+        self._gen.manual_seed(seed)
+        frames, actions, _ = self.contexts.gather(window_starts, self.t, self.device)
         self._frames = frames  # (n,T,3,H,W)
         self._actions = actions[:, : self.t - 1]  # the T-1 actions between the context frames
         if self.success_fn is not None:

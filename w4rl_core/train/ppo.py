@@ -9,6 +9,11 @@ Rollouts are imagined episodes: each starts where a recorded episode of the task
 rest of a real episode's length, a ~ pi(x), the world model generates the next frame, the frozen,
 calibrated success detector gives the sparse reward. Neither model changes (checked).
 
+With `keyframe_horizon` > 0 (issue 21, lever 2) rollouts are short instead: keyframe_horizon steps
+from recorded states taken throughout the episodes (w4rl_core/imagine/keyframes.py), only as far as
+imagination still agrees with reality, each ended at its first success and bootstrapped at the cut by
+a critic fitted beforehand on the real Monte-Carlo success returns of BC's recorded rollouts.
+
 Guards against exploiting the learned simulator (docs/design.md#exploitation-finding: plain PPO raised imagined success
 0.57 -> 0.94 while real success fell 0.53 -> 0.34):
 - sigma <= e^0 (the policy's log_std_max) and a BC term on expert data anchoring the policy;
@@ -44,6 +49,7 @@ import torch
 from torch.distributions import Normal
 
 from w4rl_core.imagine.env import ImaginedEnv
+from w4rl_core.imagine.keyframes import Keyframes, keyframes, monte_carlo_values
 from w4rl_core.models.policy import CNNHead, GaussianPolicy
 from w4rl_core.progress import progress_bar
 from w4rl_core.train.checkpoint import (load_optimizer, load_state, optimizer_tensors, parameter_fingerprint,
@@ -77,14 +83,21 @@ class PPOConfig:
     eval_every: int = 5  # real-robot evaluation every N iterations (0 = never)
     imagined_eval_episodes: int = 32  # like-for-like imagined evaluation of BC and result (0 = none)
     select_by_real: bool = False  # keep the best of BC and the periodic checkpoints by real success
+    # > 0: rollouts of this many steps from keyframes (recorded states throughout the episodes), ended
+    # at the first success, bootstrapped at the cut by a critic fitted first (critic_warmup epochs) on
+    # the real Monte-Carlo success returns of BC's recorded rollouts; 0: whole episodes of `horizon`
+    # steps from the recorded starts, the critic warmed up on the first rollout.
+    keyframe_horizon: int = 0
     seed: int = 0
     device: str = "auto"
 
     def __post_init__(self) -> None:
         if min(self.iterations, self.n_envs, self.horizon, self.epochs, self.minibatches) < 1:
             raise ValueError("iterations, n_envs, horizon, epochs, minibatches must be >= 1")
-        if self.minibatches > self.n_envs * self.horizon:
-            raise ValueError("minibatches must be <= n_envs * horizon")
+        if not 0 <= self.keyframe_horizon <= self.horizon:
+            raise ValueError(f"keyframe_horizon must be in [0, horizon = {self.horizon}], got {self.keyframe_horizon}")
+        if self.minibatches > self.n_envs * self.rollout_steps:
+            raise ValueError("minibatches must be <= n_envs * rollout steps (keyframe_horizon, or horizon)")
         if not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1 or self.clip_coef <= 0:
             raise ValueError("need gamma, gae_lambda in [0, 1] and clip_coef > 0")
         if min(self.bc_coef, self.eval_every, self.critic_warmup, self.uncertainty_coef,
@@ -94,6 +107,11 @@ class PPOConfig:
             raise ValueError(f"action_logprob must be one of {ACTION_LOGPROBS}, not {self.action_logprob!r}")
         if not 0 < self.uncertainty_quantile <= 1:
             raise ValueError("uncertainty_quantile must be in (0, 1]")
+
+    @property
+    def rollout_steps(self) -> int:
+        """Imagined steps per rollout: keyframe_horizon when keyframe starts are on, else horizon."""
+        return self.keyframe_horizon or self.horizon
 
 
 def compute_gae(
@@ -195,7 +213,8 @@ def _run_fingerprint(config: PPOConfig, policy: GaussianPolicy, frozen: str, env
 
 @dataclass
 class Rollout:
-    """One imagined rollout: (steps, n_envs, ...) tensors, whole episodes from recorded starts."""
+    """One imagined rollout: (steps, n_envs, ...) tensors, whole episodes from recorded starts or
+    short ones from keyframes."""
 
     obs: torch.Tensor
     u: torch.Tensor  # normalized actions, as executed (clipped with action_logprob: clipped)
@@ -203,6 +222,10 @@ class Rollout:
     success: torch.Tensor  # the detector's success per step (the sparse reward)
     uncertainty: torch.Tensor  # the world model's own, per step (ImaginedEnv)
     value: torch.Tensor
+    elapsed: torch.Tensor  # (steps, n, 1) fraction of a real episode's horizon elapsed: the critic's clock
+    dones: torch.Tensor  # 1 where the imagined episode ended after the step (no bootstrap past it)
+    alive: torch.Tensor  # 1 on steps of episodes that had not ended before them: the steps PPO learns from
+    next_value: torch.Tensor  # (n,) the critic at the cut, where the episode goes on past the rollout
     seconds: float
 
 
@@ -234,17 +257,29 @@ class RunState:
     real_bc: float | None = None
     uncertainty_ref: float | None = None
     best: tuple[float, dict[str, torch.Tensor], int] | None = None  # (real success, weights, iteration)
+    critic_fit: dict[str, Any] | None = None  # fit_critic_to_real's measurements (keyframe starts)
 
 
 @torch.no_grad()
 def collect_rollout(learner: Learner, env: ImaginedEnv, config: PPOConfig, iteration: int,
-                    elapsed: torch.Tensor) -> Rollout:
-    """n_envs imagined episodes of `horizon` steps with the current (sampling) policy."""
-    steps, n, device, policy = config.horizon, config.n_envs, env.device, learner.policy
+                    starts: Keyframes | None = None) -> Rollout:
+    """n_envs imagined episodes with the current (sampling) policy: whole ones (`horizon` steps from
+    the recorded starts) or, with `starts`, keyframe_horizon steps from keyframes drawn uniformly,
+    each ended at its first success and bootstrapped at the cut unless a real episode ends there."""
+    steps, n, device, policy = config.rollout_steps, config.n_envs, env.device, learner.policy
     obs_buf = torch.zeros(steps, n, *env.observation_shape, device=device)
     u_buf = torch.zeros(steps, n, policy.action_dim, device=device)
     logp_buf, succ_buf, unc_buf, val_buf = (torch.zeros(steps, n, device=device) for _ in range(4))
-    obs = env.reset(seed=config.seed * 100_003 + iteration)
+    seed = config.seed * 100_003 + iteration
+    if starts is None:
+        obs = env.reset(seed=seed)
+        position = torch.zeros(n, device=device)
+    else:
+        pick = np.random.default_rng(seed).integers(len(starts), size=n)
+        obs = env.reset_windows(seed, starts.window_starts[pick])
+        position = torch.as_tensor(starts.positions[pick], dtype=torch.float32, device=device)
+    clock = position[None, :] + torch.arange(steps, device=device, dtype=torch.float32)[:, None]
+    elapsed = (clock / config.horizon)[..., None]  # (steps, n, 1)
     t0 = time.perf_counter()
     policy.eval()
     for t in range(steps):
@@ -258,17 +293,30 @@ def collect_rollout(learner: Learner, env: ImaginedEnv, config: PPOConfig, itera
         obs, info = env.step(policy.denormalize(u))
         succ_buf[t] = info["success"].float()
         unc_buf[t] = info["uncertainty"]
+    dones = torch.zeros(steps, n, device=device)
+    if starts is None:  # the imagined episode ends where the real one does: terminal, no bootstrap
+        dones[-1] = 1.0
+        alive = torch.ones(steps, n, device=device)
+        next_value = torch.zeros(n, device=device)
+    else:  # ended at the first success, or where a real episode's time is up
+        dones = succ_buf.clone()
+        dones[-1] = torch.maximum(dones[-1], (position + steps >= config.horizon).float())
+        alive = torch.cat([torch.ones(1, n, device=device), 1.0 - dones[:-1].cummax(0).values])
+        next_value = learner.value(obs, ((position + steps) / config.horizon)[:, None])
     _sync(device)  # GPU work is asynchronous: time what ran, not what was queued
-    return Rollout(obs_buf, u_buf, logp_buf, succ_buf, unc_buf, val_buf, time.perf_counter() - t0)
+    return Rollout(obs_buf, u_buf, logp_buf, succ_buf, unc_buf, val_buf, elapsed, dones, alive, next_value,
+                   time.perf_counter() - t0)
 
 
 def warm_up_critic(learner: Learner, roll: Rollout, rewards: torch.Tensor, dones: torch.Tensor,
-                   elapsed: torch.Tensor, config: PPOConfig) -> tuple[torch.Tensor, torch.Tensor]:
+                   config: PPOConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Fit the critic alone to the first rollout's Monte-Carlo returns (lambda = 1: no bootstrap from
-    an untrained critic), then recompute the rollout's values and GAE from it (roll.value updated)."""
+    an untrained critic), then recompute the rollout's values and GAE from it (roll.value updated).
+    Whole episodes only: a keyframe rollout is cut before its end (fit_critic_to_real instead)."""
     n = config.n_envs
     zeros = torch.zeros(n, device=rewards.device)
     _, mc_ret = compute_gae(rewards, torch.zeros_like(roll.value), zeros, dones, config.gamma, 1.0)
+    elapsed = roll.elapsed
     b_obs, b_time, b_mc = roll.obs.flatten(0, 1), elapsed.flatten(0, 1), mc_ret.flatten()
     for _ in range(config.critic_warmup):
         for idx in torch.randperm(len(b_obs), generator=learner.gen).to(b_obs.device).chunk(config.minibatches):
@@ -282,15 +330,47 @@ def warm_up_critic(learner: Learner, roll: Rollout, rewards: torch.Tensor, dones
         return compute_gae(rewards, roll.value, zeros, dones, config.gamma, config.gae_lambda)
 
 
+def fit_critic_to_real(learner: Learner, env: ImaginedEnv, config: PPOConfig) -> dict[str, Any]:
+    """Before the first rollout from keyframes: the critic alone, critic_warmup epochs on the real
+    discounted success returns of the recorded rollouts in env.contexts (BC's own, `policy`, where
+    recorded: the value of the policy refinement starts from; else every kind), in minibatches of
+    bc_batch states. What the cut of a short rollout bootstraps from is what really happened after
+    such states, not the detector's verdict on a long imagined future. Returns the fit's measurements."""
+    kinds = ("policy",) if "policy" in env.contexts.episode_kind else tuple(sorted(set(env.contexts.episode_kind)))
+    mc = monte_carlo_values(env.contexts, env.t, config.gamma, kinds)
+    device = env.device
+    target = torch.as_tensor(mc.returns, device=device)
+    clock = torch.as_tensor(mc.positions, dtype=torch.float32, device=device)[:, None] / config.horizon
+
+    def values(idx: torch.Tensor) -> torch.Tensor:
+        frames, _, _ = env.contexts.gather(mc.window_starts[idx.cpu().numpy()], env.t, device)
+        return learner.value(frames[:, -1], clock[idx])
+
+    batches = max(1, math.ceil(len(mc) / config.bc_batch))
+    learner.critic.train()
+    for _ in range(config.critic_warmup):
+        for idx in torch.randperm(len(mc), generator=learner.gen).to(device).chunk(batches):
+            v_loss = 0.5 * ((values(idx) - target[idx]) ** 2).mean()
+            learner.opt.zero_grad(set_to_none=True)
+            v_loss.backward()
+            torch.nn.utils.clip_grad_norm_(learner.critic.parameters(), config.max_grad_norm)
+            learner.opt.step()
+    with torch.no_grad():
+        fitted = torch.cat([values(idx) for idx in torch.arange(len(mc), device=device).chunk(batches)])
+    return {"states": len(mc), "episodes": sum(k in kinds for k in env.contexts.episode_kind), "kinds": list(kinds),
+            "mean_return": float(target.mean()), "explained_variance": explained_variance(fitted, target)}
+
+
 def ppo_update(learner: Learner, roll: Rollout, advantages: torch.Tensor, returns: torch.Tensor,
-               elapsed: torch.Tensor, expert_frames: torch.Tensor, expert_actions: torch.Tensor,
-               config: PPOConfig) -> dict[str, float]:
-    """`epochs` passes of clipped PPO over the rollout in minibatches, plus the BC term on expert
-    data; stops an epoch boundary early past target_kl. Returns the mean of each loss term."""
+               expert_frames: torch.Tensor, expert_actions: torch.Tensor, config: PPOConfig) -> dict[str, float]:
+    """`epochs` passes of clipped PPO over the rollout's live steps (all of them for whole episodes;
+    none after a keyframe rollout's first success) in minibatches, plus the BC term on expert data;
+    stops an epoch boundary early past target_kl. Returns the mean of each loss term."""
     policy, device = learner.policy, roll.obs.device
     policy.train()
-    b_obs, b_u, b_logp = roll.obs.flatten(0, 1), roll.u.flatten(0, 1), roll.logp.flatten(0, 1)
-    b_time, b_adv, b_ret = elapsed.flatten(0, 1), advantages.flatten(), returns.flatten()
+    live = roll.alive.flatten() > 0
+    b_obs, b_u, b_logp = roll.obs.flatten(0, 1)[live], roll.u.flatten(0, 1)[live], roll.logp.flatten(0, 1)[live]
+    b_time, b_adv, b_ret = roll.elapsed.flatten(0, 1)[live], advantages.flatten()[live], returns.flatten()[live]
     stats: dict[str, list[float]] = {k: [] for k in ("pg_loss", "v_loss", "entropy", "bc_nll", "approx_kl", "clipfrac")}
     for _ in range(config.epochs):
         for idx in torch.randperm(len(b_obs), generator=learner.gen).to(device).chunk(config.minibatches):
@@ -335,6 +415,7 @@ def _save(checkpoint_dir: str | os.PathLike[str], run_id: str, learner: Learner,
     save_state(checkpoint_dir, tensors, {
         "fingerprint": run_id, "iteration": state.iteration, "rows": state.rows, "imagined_bc": state.imagined_bc,
         "real_episodes": state.real_episodes, "real_bc": state.real_bc, "uncertainty_ref": state.uncertainty_ref,
+        "critic_fit": state.critic_fit,
         "best": None if state.best is None else {"score": state.best[0], "iteration": state.best[2]},
         "optimizer": opt_meta})
 
@@ -358,7 +439,7 @@ def _resume(checkpoint_dir: str | os.PathLike[str] | None, run_id: str, learner:
         best = (meta["best"]["score"], _prefixed(tensors, "best/"), meta["best"]["iteration"])
     return RunState(iteration=meta["iteration"], rows=meta["rows"], imagined_bc=meta["imagined_bc"],
                     real_episodes=meta["real_episodes"], real_bc=meta["real_bc"],
-                    uncertainty_ref=meta["uncertainty_ref"], best=best)
+                    uncertainty_ref=meta["uncertainty_ref"], best=best, critic_fit=meta.get("critic_fit"))
 
 
 def refine(
@@ -389,10 +470,12 @@ def refine(
     torch.manual_seed(config.seed)
     frozen_before = parameter_fingerprint(*frozen)
     run_id = _run_fingerprint(config, policy, frozen_before, env, expert_frames, expert_actions, real_eval_id)
+    starts = keyframes(env.contexts, env.t, config.keyframe_horizon) if config.keyframe_horizon else None
+    if starts is not None:  # the pool of keyframes is part of what the run is
+        run_id = hashlib.sha256(f"{run_id}/{len(starts)}".encode()).hexdigest()[:16]
     learner = Learner(policy, config, device)
     policy = learner.policy
     n, steps = config.n_envs, config.horizon
-    elapsed = (torch.arange(steps, device=device, dtype=torch.float32) / steps)[:, None, None].expand(steps, n, 1)
     eval_n = config.imagined_eval_episodes
     started = time.perf_counter()
     checks = real_eval is not None and config.eval_every > 0
@@ -404,6 +487,8 @@ def refine(
                 log.log(row)
     else:
         state = RunState(imagined_bc=imagined_success(policy, env, eval_n, steps, config.seed) if eval_n else [])
+        if starts is not None and config.critic_warmup:
+            state.critic_fit = fit_critic_to_real(learner, env, config)
         if config.select_by_real and checks:
             # BC is a candidate too; ties keep the earlier (less refined) policy.
             policy.eval()
@@ -412,32 +497,31 @@ def refine(
 
     bar = progress_bar(total=config.iterations, initial=state.iteration, desc="refine (PPO in imagination)", unit="it")
     for it in range(state.iteration + 1, config.iterations + 1):
-        roll = collect_rollout(learner, env, config, it, elapsed)
+        roll = collect_rollout(learner, env, config, it, starts)
         if state.uncertainty_ref is None:  # what the BC policy meets in imagination: the data's support
             state.uncertainty_ref = float(torch.quantile(roll.uncertainty.flatten().float(),
                                                          config.uncertainty_quantile))
         penalty = config.uncertainty_coef * torch.relu(roll.uncertainty / max(state.uncertainty_ref, 1e-8) - 1)
         rewards = roll.success - penalty
-        dones = torch.zeros_like(rewards)
-        dones[-1] = 1.0  # the imagined episode ends where the real one does: terminal, no bootstrap
-        adv, ret = compute_gae(rewards, roll.value, torch.zeros(n, device=device), dones, config.gamma,
-                               config.gae_lambda)
+        adv, ret = compute_gae(rewards, roll.value, roll.next_value, roll.dones, config.gamma, config.gae_lambda)
         t1 = time.perf_counter()
-        if it == 1 and config.critic_warmup:
-            adv, ret = warm_up_critic(learner, roll, rewards, dones, elapsed, config)
-        stats = ppo_update(learner, roll, adv, ret, elapsed, expert_frames, expert_actions, config)
+        if it == 1 and config.critic_warmup and starts is None:
+            adv, ret = warm_up_critic(learner, roll, rewards, roll.dones, config)
+        stats = ppo_update(learner, roll, adv, ret, expert_frames, expert_actions, config)
         update_s = time.perf_counter() - t1
+        live = roll.alive > 0
 
         row: dict[str, Any] = {
             "iteration": it,
-            "imagined_success": float((roll.success.sum(0) > 0).float().mean()),  # per imagined episode
-            "imagined_reward": float(roll.success.sum(0).mean()),
+            # per imagined episode (a keyframe rollout's: success within its keyframe_horizon steps)
+            "imagined_success": float(((roll.success * roll.alive).sum(0) > 0).float().mean()),
+            "imagined_reward": float((roll.success * roll.alive).sum(0).mean()),
             "uncertainty": float(roll.uncertainty.mean()),
             "uncertainty_penalty": float(penalty.sum(0).mean()),
             **stats,
-            "explained_variance": explained_variance(roll.value.flatten(), ret.flatten()),
+            "explained_variance": explained_variance(roll.value[live], ret[live]),
             "policy_std": float(policy.distribution(roll.obs.flatten(0, 1)[:64]).stddev.mean().detach()),
-            "imagined_frames_per_s": n * steps / roll.seconds,
+            "imagined_frames_per_s": n * config.rollout_steps / roll.seconds,
             "update_s": update_s,
             "real_success": None,
         }
@@ -473,6 +557,8 @@ def _summary(config: PPOConfig, state: RunState, imagined_refined: list[bool], s
     return {
         "iterations": config.iterations,
         "horizon": config.horizon,
+        "keyframe_horizon": config.keyframe_horizon,
+        "critic_fit": state.critic_fit,
         "imagined_success_start": rows[0]["imagined_success"],
         "imagined_success_end": rows[-1]["imagined_success"],
         # Like for like with the real evaluation: deterministic policy, recorded starts, success anywhere.
@@ -499,7 +585,8 @@ def returned_bc(policy: GaussianPolicy, env: ImaginedEnv, config: PPOConfig, rea
     eval_n = config.imagined_eval_episodes
     imagined_bc = float(np.mean(imagined_success(policy, env, eval_n, config.horizon, config.seed))) if eval_n else None
     return policy.eval().cpu(), {
-        "iterations": 0, "horizon": config.horizon, "stopped": reason,
+        "iterations": 0, "horizon": config.horizon, "keyframe_horizon": config.keyframe_horizon, "critic_fit": None,
+        "stopped": reason,
         "imagined_success_start": None, "imagined_success_end": None,
         "imagined_eval": {"episodes": eval_n, "bc": imagined_bc, "refined": imagined_bc},  # the same weights
         "uncertainty_reference": None, "real_success_periodic": [], "real_evaluations": 0, "selected_by_real": False,
