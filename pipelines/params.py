@@ -309,6 +309,9 @@ class RewardParams:
         _supervised(self.train, "reward.train")
 
 
+UNBOUNDED_HORIZON = 1_000_000
+
+
 @dataclass(frozen=True)
 class RefineParams:
     """PPO inside the frozen world model (per task and seed); keys of w4rl_core.train.ppo.PPOConfig
@@ -331,7 +334,9 @@ class RefineParams:
                 raise ValueError(f"refine.ppo.{key} is set by the pipeline (horizon: a real episode's length "
                                  "minus world_model.context_frames; seed: refine.seeds); remove it")
         self.trust_config()
-        if self.checks_run(self.ppo_config(horizon=1, seed=0)) and self.eval_episodes < 1:
+        # The real horizon is known only with collect and world_model (Params checks the config at it);
+        # here the keys and values alone, at a horizon no horizon-bound check can refuse.
+        if self.checks_run(self.ppo_config(horizon=UNBOUNDED_HORIZON, seed=0)) and self.eval_episodes < 1:
             raise ValueError(f"refine.eval_episodes must be >= 1 while refine.ppo.select_by_real is on and "
                              f"refine.ppo.eval_every > 0 (real checks run), got {self.eval_episodes}")
 
@@ -417,6 +422,7 @@ class Params:
         if self.episode_horizon < 1:
             raise ValueError(f"collect.episode_len ({self.collect.episode_len}) must exceed "
                              f"world_model.context_frames ({self.world_model.context_frames})")
+        self.refine.ppo_config(horizon=self.episode_horizon, seed=0)  # keyframe_horizon <= a real episode's
         # Every role gets as many distinct scenes as it asks for, or nothing runs.
         training = sum(self.collect.episodes.get(k, 0) for k in TRAINING_KINDS)
         self._check_capacity("training", training, "collect.episodes (all kinds of a task together)")
