@@ -302,6 +302,7 @@ def collect_rollout(learner: Learner, env: ImaginedEnv, config: PPOConfig, itera
         dones = succ_buf.clone()
         dones[-1] = torch.maximum(dones[-1], (position + steps >= config.horizon).float())
         alive = torch.cat([torch.ones(1, n, device=device), 1.0 - dones[:-1].cummax(0).values])
+        dones = dones * alive  # each episode ends once
         next_value = learner.value(obs, ((position + steps) / config.horizon)[:, None])
     _sync(device)  # GPU work is asynchronous: time what ran, not what was queued
     return Rollout(obs_buf, u_buf, logp_buf, succ_buf, unc_buf, val_buf, elapsed, dones, alive, next_value,
