@@ -47,7 +47,7 @@ class _EpisodeRef:
     to_ts: float | None = None  # None (v2.1): the whole video file is the episode
     index_range: tuple[int, int] | None = None  # v3.0 dataset_from_index, dataset_to_index
     kind: str | None = None
-    scene: str = ""
+    scene: str | None = None  # w4rl/scene of a dataset w4rl exported; None: not recorded
 
 
 @dataclass
@@ -150,7 +150,7 @@ def _v30_refs(root: Path, info: dict[str, Any], mapping: LeRobotMapping, problem
                                         file_index=row[f"videos/{cam}/file_index"]) if is_video else None,
                 from_ts=float(row[f"videos/{cam}/from_timestamp"]) if is_video else 0.0,
                 to_ts=float(row[f"videos/{cam}/to_timestamp"]) if is_video else None,
-                kind=row.get(KIND_COLUMN), scene=row.get(SCENE_COLUMN) or "",
+                kind=row.get(KIND_COLUMN), scene=row.get(SCENE_COLUMN),
             ))
     if not (root / V30_TASKS).is_file():
         raise problems.fail(V30_TASKS, None, None, "missing")

@@ -8,6 +8,7 @@ written, and every problem is reported at once.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -188,6 +189,18 @@ def _add_video_frames(ds: _Dataset, rows: dict[int, dict[str, Any]], mapping: Le
                 rows[ref.index]["rgb"] = frames[nearest]
 
 
+def _recorded_scene(rgb: np.ndarray, action: np.ndarray) -> str:
+    """The scene id of an episode recorded by another tool: a hash of its first frame and actions.
+
+    A recorded real episode is its own scene (a robot cannot be reset twice into the same one), and
+    scenes are what keep evaluation apart from training (w4rl_core/robots/scenes.py): with one id per
+    episode, "no evaluation scene is a training scene" means "no evaluation episode is a training
+    episode", and an episode imported twice shows as a repeated scene in validation. 16 hex digits,
+    never 0 (0 is "not recorded" in the store)."""
+    digest = hashlib.sha256(rgb[0].tobytes() + np.ascontiguousarray(action).tobytes()).hexdigest()[:16]
+    return digest if int(digest, 16) else "0" * 15 + "1"
+
+
 def _episode(ref: _EpisodeRef, r: dict[str, Any], ds: _Dataset, mapping: LeRobotMapping,
              labels: dict[int, bool] | None, problems: _Problems) -> Episode | None:
     task = mapping.task
@@ -205,8 +218,9 @@ def _episode(ref: _EpisodeRef, r: dict[str, Any], ds: _Dataset, mapping: LeRobot
     if kind not in EPISODE_KINDS:
         problems.add(ref.meta_file, ref.index, KIND_COLUMN, f"{kind!r} is not one of {EPISODE_KINDS}")
         return None
+    scene = ref.scene if ref.scene is not None else _recorded_scene(r["rgb"], r[mapping.action])
     try:
-        scene_code(ref.scene)
+        scene_code(scene)
     except ValueError as err:
         problems.add(ref.meta_file, ref.index, SCENE_COLUMN, str(err))
         return None
@@ -214,7 +228,7 @@ def _episode(ref: _EpisodeRef, r: dict[str, Any], ds: _Dataset, mapping: LeRobot
     n = len(success)
     state = r[mapping.state].astype(np.float32) if mapping.state else np.zeros((n, 0), np.float32)
     return Episode(task=task, kind=kind, rgb=r["rgb"], action=r[mapping.action].astype(np.float32),
-                   reward=reward, success=success, state=state, scene=ref.scene)
+                   reward=reward, success=success, state=state, scene=scene)
 
 
 def _read(root: str | os.PathLike[str], mapping: LeRobotMapping) -> _Read:

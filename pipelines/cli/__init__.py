@@ -1,0 +1,46 @@
+"""The `w4rl` command. Thin: parse arguments, call a stage or w4rl_core, print, set the exit code.
+
+One module per command group, as DVC keeps one module per command (dvc/commands/):
+
+- common.py: the shared options (--params, --device, --task) and loading params;
+- data.py: `collect`, `data validate|info|view|drift`, `data import lerobot`, `data export lerobot`;
+- train.py: `train world-model|bc|reward`, `eval fidelity`, `refine`, `evaluate`;
+- robot.py: `robot serve|evaluate` (the bridge protocol);
+- registry.py: `report`, `gate`, `promote`, `registry list|show`, `lineage`;
+- flows.py: `flows serve|retrain` (Prefect).
+
+Each imports what a command needs inside the command, so that `w4rl --help` and light verbs start
+without torch.
+"""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+from pipelines.cli import data, flows, registry, robot, train
+
+app = typer.Typer(
+    help="w4rl: robot episodes -> world model -> policy refinement in imagination -> gated policy.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+for group in (data, train, robot, registry, flows):
+    group.register(app)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    from w4rl_core.models.model_files import ModelFileError
+
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    try:
+        app()
+    except ModelFileError as err:  # a saved model that cannot be used: one line, not a torch traceback
+        typer.secho(f"error: {err}", fg="red", err=True)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,84 @@
+"""`w4rl robot ...`: serve a robot over the bridge protocol (HTTP, bearer token), or evaluate on one."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from pipelines.cli.common import DEFAULT_PARAMS, ParamsOpt, TaskOpt, load
+
+robot_app = typer.Typer(help="Serve a robot over the network, or evaluate on one.", no_args_is_help=True)
+TOKEN_ENV = "W4RL_ROBOT_TOKEN"
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(robot_app, name="robot")
+
+
+def _token(token_file: Optional[Path], create: bool) -> str:
+    """The bridge token: $W4RL_ROBOT_TOKEN, else the token file (created 0600 when serving)."""
+    import secrets
+
+    if os.environ.get(TOKEN_ENV):
+        return os.environ[TOKEN_ENV]
+    path = token_file or Path(".w4rl/robot-token")
+    if path.exists():
+        return path.read_text().strip()
+    if not create:
+        raise typer.BadParameter(f"no token: set {TOKEN_ENV} or pass --token-file (the server writes one)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(32))
+    typer.echo(f"generated a bridge token in {path} (mode 0600); clients read it from there or ${TOKEN_ENV}",
+               err=True)
+    return path.read_text().strip()
+
+
+@robot_app.command("serve")
+def robot_serve(
+    task: TaskOpt,
+    host: Annotated[str, typer.Option(help="Address to bind; loopback unless you mean otherwise.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8765,
+    token_file: Annotated[Optional[Path], typer.Option(help="Token file (default .w4rl/robot-token).")] = None,
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Expose the Meta-World robot of TASK over HTTP (bearer token required on every request)."""
+    from w4rl_core.robots.bridge import BridgeServer
+    from w4rl_core.robots.metaworld_robot import MetaWorldRobot
+
+    cfg = load(params).collect.robot_config(task)
+    server = BridgeServer(lambda: MetaWorldRobot(cfg), _token(token_file, create=True), host, port)
+    typer.echo(f"serving {cfg.task} on {server.url}", err=True)
+    server.run()
+
+
+@robot_app.command("evaluate")
+def robot_evaluate(
+    url: Annotated[str, typer.Option(help="Bridge address, e.g. http://127.0.0.1:8765")],
+    policy: Annotated[Path, typer.Option(help="A saved policy directory, e.g. data/models/refined/<task>.")],
+    episodes: Annotated[int, typer.Option()] = 10,
+    token_file: Annotated[Optional[Path], typer.Option()] = None,
+    params: ParamsOpt = DEFAULT_PARAMS,
+) -> None:
+    """Success rate of a saved policy on a remote robot (the same rollout code as `evaluate`)."""
+    from w4rl_core.eval.policy_eval import evaluate_on_robot
+    from w4rl_core.models.policy import PolicyActor, load_policy
+    from w4rl_core.robots.bridge import RemoteRobot
+
+    p = load(params)
+    robot = RemoteRobot(url, _token(token_file, create=False))
+    try:
+        from w4rl_core.models.model_files import check_fits
+
+        loaded, _ = load_policy(policy, task=robot.task)  # a policy trained for another task is refused
+        check_fits(policy, "policy", action_dim=(loaded.action_dim, len(robot.action_low)))
+        actor = PolicyActor(loaded, deterministic=p.evaluate.deterministic)
+        summary = evaluate_on_robot(robot, actor, episodes, p.evaluate.seed, p.collect.episode_len)
+    finally:
+        robot.close()
+    typer.echo(json.dumps({"task": robot.task, **summary}))
