@@ -181,8 +181,13 @@ def push(repo: Path) -> None:
     if _has_remote(repo):
         from pipelines.run_cache import push_uncached_outputs
 
-        # --run-cache: another machine that checks out the commit gets the stage runs, not only outputs
-        _run(["dvc", "push", "--run-cache"], repo)
+        from pipelines.dvc_push import push as dvc_push
+
+        # --run-cache: another machine that checks out the commit gets the stage runs, not only
+        # outputs. Through dvc_push: a retry after a killed or timed-out try must not trust the
+        # caches that try left (pipelines/dvc_push.py).
+        if dvc_push(repo, run_cache=True, runner=lambda cmd: _run(cmd, repo)):
+            get_run_logger().warning("an earlier dvc push did not finish: DVC's index caches were rebuilt")
         pushed, absent = push_uncached_outputs(repo)
         get_run_logger().info("run-cache: %d uncached outputs pushed (%d not in the local cache)", pushed, absent)
 

@@ -3,7 +3,7 @@
 One module per command group, as DVC keeps one module per command (dvc/commands/):
 
 - common.py: the shared options (--params, --device, --task) and loading params;
-- data.py: `collect`, `data validate|info|view|drift`, `data import lerobot`, `data export lerobot`;
+- data.py: `collect`, `data validate|info|view|drift|push`, `data import lerobot`, `data export lerobot`;
 - train.py: `train world-model|bc|reward`, `eval fidelity`, `refine`, `evaluate`;
 - robot.py: `robot serve|evaluate` (the bridge protocol);
 - registry.py: `report`, `gate`, `promote`, `registry list|show`, `lineage`;

@@ -1,4 +1,5 @@
-"""`w4rl collect` and `w4rl data ...`: record, bring in, inspect, validate, compare and export episode stores."""
+"""`w4rl collect` and `w4rl data ...`: record, bring in, inspect, validate, compare, export and push
+episode stores."""
 
 from __future__ import annotations
 
@@ -190,6 +191,23 @@ def _mapping(path: Optional[Path], camera: Optional[str]):
     except (ParamsError, ValueError) as err:
         typer.secho(f"{path or '--camera'}: {err}", fg="red", err=True)
         raise typer.Exit(2) from err
+
+
+@data_app.command("push")
+def data_push(
+    remote: Annotated[Optional[str], typer.Option("--remote", "-r", help="DVC remote (default: the default remote).")] = None,
+    run_cache: Annotated[bool, typer.Option(help="Push the run-cache too (another machine gets the stage runs).")] = False,
+) -> None:
+    """`dvc push` of this repository, safe to rerun after a killed push (pipelines/dvc_push.py)."""
+    import subprocess
+
+    from pipelines.dvc_push import push
+
+    try:
+        if push(Path("."), remote, run_cache):
+            typer.echo("an earlier push did not finish: DVC's index caches were rebuilt first", err=True)
+    except subprocess.CalledProcessError as err:
+        raise typer.Exit(err.returncode or 1) from err
 
 
 @import_app.command("lerobot")
