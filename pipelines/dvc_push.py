@@ -1,8 +1,8 @@
 """`dvc push` that a killed earlier push cannot make incomplete.
 
 Measured with DVC 3.67.1 / dvc-data 3.18.3 (2026-12-03, a loopback S3 server, 12 directories of 30
-files, push killed at a uniform moment): about 1 kill in 25 that lands while push is still
-"Collecting" leaves its collection cache (<site_cache_dir>/index/data/db.db) half-filled, and it is
+files): of about 60 pushes killed at a moment drawn while push is still "Collecting", 4 left its
+collection cache (<site_cache_dir>/index/data/db.db) half-filled, and it is
 reused as if whole: the next `dvc push` uploads only what that half names, exits 0, and indexes each
 directory it uploaded as complete (<site_cache_dir>/index/<remote>/: a directory's .dir present
 means all its files are), so that `dvc status --cloud` and every later push say "up to date" while

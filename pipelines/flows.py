@@ -179,9 +179,8 @@ def push_tags(repo: Path) -> None:
 @task(retries=2, retry_delay_seconds=10, timeout_seconds=3600)
 def push(repo: Path) -> None:
     if _has_remote(repo):
-        from pipelines.run_cache import push_uncached_outputs
-
         from pipelines.dvc_push import push as dvc_push
+        from pipelines.run_cache import push_uncached_outputs
 
         # --run-cache: another machine that checks out the commit gets the stage runs, not only
         # outputs. Through dvc_push: a retry after a killed or timed-out try must not trust the

@@ -12,7 +12,7 @@ import typer
 
 from pipelines.cli.common import DEFAULT_PARAMS, ParamsOpt, load, load_factory
 
-data_app = typer.Typer(help="Bring in, inspect, validate, compare and export episode stores.", no_args_is_help=True)
+data_app = typer.Typer(help="Bring in, inspect, validate, compare, export and push episode stores.", no_args_is_help=True)
 import_app = typer.Typer(help="Recorded datasets in other formats -> a new episode store.", no_args_is_help=True)
 export_app = typer.Typer(help="An episode store -> a dataset in another format.", no_args_is_help=True)
 data_app.add_typer(import_app, name="import")
@@ -61,7 +61,6 @@ def collect(
         typer.secho(f"collect: {err}", fg="red", err=True)
         raise typer.Exit(2) from err
     typer.echo(json.dumps(summary))
-
 
 
 @data_app.command("validate")
@@ -163,8 +162,6 @@ def data_drift(
     )
 
 
-
-
 def _mapping(path: Optional[Path], camera: Optional[str]):
     """The LeRobotMapping of a YAML file (its keys are LeRobotMapping's fields), --camera overriding;
     every field type-checked, errors naming the file and the key."""
@@ -180,8 +177,8 @@ def _mapping(path: Optional[Path], camera: Optional[str]):
         except (OSError, yaml.YAMLError) as err:
             typer.secho(f"{path}: cannot read the mapping: {err}", fg="red", err=True)
             raise typer.Exit(2) from err
-    if camera:
-        raw = {**raw, "camera": camera} if isinstance(raw, dict) else raw
+    if camera and isinstance(raw, dict):  # not a mapping: typed() below says so, naming the file
+        raw = {**raw, "camera": camera}
     if isinstance(raw, dict) and "camera" not in raw:
         typer.secho("give --camera (the video or image feature that becomes rgb) or a mapping file with camera:",
                     fg="red", err=True)
