@@ -172,8 +172,12 @@ def main() -> None:
     ap.add_argument("--latency-batches", type=int, default=20, help="batches timed in the delayed-S3 rows")
     ap.add_argument("--torch-threads", type=int, default=None,
                     help="torch threads of this process (default: torch's); loader workers always use 1")
+    ap.add_argument("--loader-workers", default="0,2",
+                    help="comma-separated loader worker counts of the streamed rows (each worker is a process "
+                         "that imports torch: the suite's tiny run passes 0)")
     ap.add_argument("--no-append", action="store_true")
     args = ap.parse_args()
+    loader_workers = [int(w) for w in args.loader_workers.split(",")]
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
 
@@ -196,12 +200,14 @@ def main() -> None:
 
             rows = [bench_in_memory(local, args)]
             for where, url in (("local disk", local), ("loopback S3", remote)):
-                for workers in (0, 2):
+                for workers in loader_workers:
                     rows.append(bench_stream(where, url, StreamConfig(loader_workers=workers), args, args.batches))
             # With a round trip per request, latency bounds a reader: read-ahead and workers overlap it.
             server.latency_s = args.s3_latency_ms / 1000
             delayed = f"loopback S3 + {args.s3_latency_ms:g} ms per request"
-            for config in (StreamConfig(read_ahead=1), StreamConfig(), StreamConfig(loader_workers=2)):
+            configs = [StreamConfig(read_ahead=1), StreamConfig()] + [
+                StreamConfig(loader_workers=w) for w in loader_workers if w > 0]
+            for config in configs:
                 rows.append(bench_stream(delayed, remote, config, args, args.latency_batches))
     finally:
         server.stop()

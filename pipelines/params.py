@@ -194,20 +194,17 @@ class WorldModelParams:
         self.data_config()
 
     def data_config(self):
-        from w4rl_core.train.batches import WorldModelDataConfig
+        from w4rl_core.train.configs import WorldModelDataConfig
 
         return typed(WorldModelDataConfig, self.data, "world_model.data")
 
     def accel_config(self):
-        from w4rl_core.models.accel import AccelConfig
+        from w4rl_core.models.configs import AccelConfig
 
         return typed(AccelConfig, self.accel, "world_model.accel")
 
     def model_config(self, action_low, action_high):
-        from w4rl_core.models.edm import EDMConfig
-        from w4rl_core.models.sampler import SamplerConfig
-        from w4rl_core.models.unet import UNetConfig
-        from w4rl_core.models.world_model import WorldModelConfig
+        from w4rl_core.models.configs import EDMConfig, SamplerConfig, UNetConfig, WorldModelConfig
 
         try:
             unet = UNetConfig(image_size=self.image_size, context_frames=self.context_frames, channels=self.channels,
@@ -225,7 +222,7 @@ class WorldModelParams:
             raise ParamsError(f"world_model: {err}") from None
 
     def train_config(self):
-        from w4rl_core.train.world_model import WorldModelTrainConfig
+        from w4rl_core.train.configs import WorldModelTrainConfig
 
         return typed(WorldModelTrainConfig, self.train, "world_model.train")
 
@@ -240,7 +237,7 @@ class FidelityParams:
     seed: int = 0
 
     def config(self, horizon: int):
-        from w4rl_core.eval.fidelity import FidelityConfig
+        from w4rl_core.eval.fidelity_config import FidelityConfig
 
         return typed(FidelityConfig, {"episodes": self.episodes, "strips": self.strips, "seed": self.seed}, "fidelity",
                      horizon=horizon)
@@ -250,13 +247,13 @@ class FidelityParams:
 
 
 def _cnn(channels, hidden, image_size):
-    from w4rl_core.models.policy import CNNConfig
+    from w4rl_core.models.configs import CNNConfig
 
     return CNNConfig(image_size=image_size, channels=tuple(channels), hidden=hidden)
 
 
 def _supervised(d: dict[str, Any], path: str):
-    from w4rl_core.train.supervised import SupervisedConfig
+    from w4rl_core.train.configs import SupervisedConfig
 
     return typed(SupervisedConfig, d, path)
 
@@ -352,7 +349,7 @@ class RefineParams:
         return self.eval_episodes if self.checks_run(self.ppo_config(horizon=params.episode_horizon, seed=0)) else 0
 
     def ppo_config(self, horizon: int, seed: int):
-        from w4rl_core.train.ppo import PPOConfig
+        from w4rl_core.train.configs import PPOConfig
 
         return typed(PPOConfig, self.ppo, "refine.ppo", horizon=horizon, seed=seed)
 

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
     ["benchmarks/bench_bridge.py", "--requests", "8", "--clients", "1,2", "--deadline-s", "5", "--image-size", "16",
      "--no-append"],
     ["benchmarks/bench_stream.py", "--episodes", "4", "--episode-len", "30", "--batches", "2", "--latency-batches", "1",
-     "--s3-latency-ms", "2", "--image-size", "16", "--batch", "4", "--no-append"],
+     "--s3-latency-ms", "2", "--image-size", "16", "--batch", "4", "--loader-workers", "0", "--no-append"],
 ])
 def test_benchmark_runs(args):
     result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)

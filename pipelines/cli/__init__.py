@@ -16,6 +16,7 @@ without torch.
 from __future__ import annotations
 
 import os
+import sys
 
 import typer
 
@@ -32,12 +33,16 @@ for group in (data, train, robot, registry, flows):
 
 
 def main() -> None:  # pragma: no cover - console entry point
-    from w4rl_core.models.model_files import ModelFileError
-
     os.environ.setdefault("MUJOCO_GL", "egl")
     try:
         app()
-    except ModelFileError as err:  # a saved model that cannot be used: one line, not a torch traceback
+    except Exception as err:
+        # A saved model that cannot be used: one line, not a torch traceback. The class is looked up,
+        # not imported: importing model_files imports torch (~4 s), and a verb that never loaded a
+        # model (gate, registry, validate) cannot have raised it.
+        model_files = sys.modules.get("w4rl_core.models.model_files")
+        if model_files is None or not isinstance(err, model_files.ModelFileError):
+            raise
         typer.secho(f"error: {err}", fg="red", err=True)
         raise SystemExit(1) from None
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import torch
 
 from w4rl_core.atomic import atomic_path, write_json_atomic
 from w4rl_core.data.windows import FrameWindows
+from w4rl_core.eval.fidelity_config import FidelityConfig  # noqa: F401 (re-exported; torch-free home)
 from w4rl_core.models.success import SuccessDetector, episode_success
 from w4rl_core.progress import progress_bar
 
@@ -36,21 +36,6 @@ MOVING_THRESHOLD = 2 * 8 / 255
 
 #: context (B,T,3,H,W) in [-1,1], raw actions (B,T,A) -> next frame (B,3,H,W)
 Sampler = Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class FidelityConfig:
-    horizon: int = 46  # H: predicted steps per rollout (the refinement horizon)
-    episodes: int = 64  # held-out episodes rolled out (at most)
-    strips: int = 2  # episodes shown as real | imagined strips and GIFs
-    report_horizons: tuple[int, ...] = (1, 8, 16)
-    batch: int = 64  # episodes imagined at once
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "report_horizons", tuple(h for h in self.report_horizons if h <= self.horizon))
-        if self.horizon < 1 or self.episodes < 1 or self.strips < 0 or self.batch < 1:
-            raise ValueError("horizon, episodes and batch must be >= 1, strips >= 0")
 
 
 @torch.no_grad()

@@ -26,21 +26,14 @@ import copy
 import logging
 from dataclasses import dataclass, replace
 from types import SimpleNamespace
-from typing import Any
 
 import torch
 
+from w4rl_core.models.configs import _AUTO, AccelConfig  # noqa: F401 (re-exported; torch-free home)
 from w4rl_core.models.sampler import SamplerConfig, edm_integrate, karras_sigmas
 from w4rl_core.models.unet import FrameUNet
 
 log = logging.getLogger(__name__)
-
-_AUTO = "auto"
-_COMPILE_MODES = ("default", "max-autotune", "max-autotune-no-cudagraphs", "reduce-overhead")
-# inductor generates the kernels (what a run wants); aot_eager traces the same graphs (dynamo +
-# AOTAutograd, forward and backward) and runs them with eager kernels: torch's own first step for
-# telling a tracing problem from a code-generation one, and seconds instead of minutes to compile.
-_COMPILE_BACKENDS = ("inductor", "aot_eager")
 
 
 def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
@@ -61,66 +54,6 @@ def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     return False
 
 
-def _auto_or_bool(name: str, value: Any) -> None:
-    if value != _AUTO and not isinstance(value, bool):
-        raise ValueError(f"accel.{name} must be true, false or 'auto', not {value!r}")
-
-
-@dataclass(frozen=True)
-class AccelConfig:
-    """How the world model runs; 'auto' means on for CUDA, off for CPU (docs/params.md), except
-    precision: auto is bf16 on CUDA and on CPUs with native bf16, float32 elsewhere."""
-
-    precision: str = _AUTO  # auto | float32 | bfloat16
-    channels_last: bool | str = _AUTO
-    compile: bool = False  # torch.compile: minutes of compilation, worth it on a GPU run
-    compile_mode: str = "default"
-    compile_backend: str = "inductor"  # inductor | aot_eager (tracing only, eager kernels)
-    cuda_graphs: bool | str = _AUTO
-    data_on_device: bool | str = _AUTO  # training: hold the uint8 frames on the device, gather there
-
-    def __post_init__(self) -> None:
-        if self.precision not in (_AUTO, "float32", "bfloat16"):
-            raise ValueError(f"accel.precision must be auto, float32 or bfloat16, not {self.precision!r}")
-        for name in ("channels_last", "cuda_graphs", "data_on_device"):
-            _auto_or_bool(name, getattr(self, name))
-        if not isinstance(self.compile, bool):
-            raise ValueError(f"accel.compile must be true or false, not {self.compile!r}")
-        if self.compile_mode not in _COMPILE_MODES:
-            raise ValueError(f"accel.compile_mode must be one of {_COMPILE_MODES}, not {self.compile_mode!r}")
-        if self.compile_backend not in _COMPILE_BACKENDS:
-            raise ValueError(f"accel.compile_backend must be one of {_COMPILE_BACKENDS}, not {self.compile_backend!r}")
-        if self.compile_backend != "inductor" and self.compile_mode != "default":
-            raise ValueError(f"accel.compile_mode {self.compile_mode!r} is inductor's; with compile_backend "
-                             f"{self.compile_backend!r} use default")
-        if self.compile and self.compile_mode == "reduce-overhead" and self.cuda_graphs is True:
-            raise ValueError("accel: compile_mode reduce-overhead already uses CUDA graphs; set cuda_graphs false")
-
-    def resolve(self, device: torch.device | str) -> ResolvedAccel:
-        device = torch.device(device)
-        cuda = device.type == "cuda"
-
-        def pick(value: bool | str) -> bool:
-            return cuda if value == _AUTO else bool(value)
-
-        graphs = pick(self.cuda_graphs) and not (self.compile and self.compile_mode == "reduce-overhead")
-        if graphs and not cuda:
-            raise ValueError(f"accel.cuda_graphs needs a CUDA device; this run is on {device}")
-        if self.precision == _AUTO:
-            precision = "bfloat16" if cuda or cpu_has_native_bf16() else "float32"
-        else:
-            precision = self.precision
-        return ResolvedAccel(
-            dtype=torch.bfloat16 if precision == "bfloat16" else torch.float32,
-            channels_last=pick(self.channels_last),
-            compile=self.compile,
-            compile_mode=self.compile_mode,
-            compile_backend=self.compile_backend,
-            cuda_graphs=graphs,
-            data_on_device=pick(self.data_on_device),
-        )
-
-
 @dataclass(frozen=True)
 class ResolvedAccel:
     dtype: torch.dtype
@@ -138,6 +71,32 @@ class ResolvedAccel:
         if self.compile and self.compile_backend != "inductor":
             parts[parts.index("compile")] = f"compile[{self.compile_backend}]"
         return "+".join(parts)
+
+
+def resolve_accel(config: AccelConfig, device: torch.device | str) -> ResolvedAccel:
+    """AccelConfig.resolve: what `config`'s choices ('auto' included) mean on `device`."""
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+
+    def pick(value: bool | str) -> bool:
+        return cuda if value == _AUTO else bool(value)
+
+    graphs = pick(config.cuda_graphs) and not (config.compile and config.compile_mode == "reduce-overhead")
+    if graphs and not cuda:
+        raise ValueError(f"accel.cuda_graphs needs a CUDA device; this run is on {device}")
+    if config.precision == _AUTO:
+        precision = "bfloat16" if cuda or cpu_has_native_bf16() else "float32"
+    else:
+        precision = config.precision
+    return ResolvedAccel(
+        dtype=torch.bfloat16 if precision == "bfloat16" else torch.float32,
+        channels_last=pick(config.channels_last),
+        compile=config.compile,
+        compile_mode=config.compile_mode,
+        compile_backend=config.compile_backend,
+        cuda_graphs=graphs,
+        data_on_device=pick(config.data_on_device),
+    )
 
 
 @dataclass(frozen=True)

@@ -11,29 +11,11 @@ instead of copying what did not move; docs/results.md measures the choices.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
+from w4rl_core.models.configs import EDMConfig  # noqa: F401 (re-exported; torch-free home)
 from w4rl_core.models.unet import FrameUNet
-
-
-@dataclass(frozen=True)
-class EDMConfig:
-    sigma_data: float = 0.5
-    p_mean: float = -0.4  # training sigma: ln(sigma) ~ N(p_mean, p_std)
-    p_std: float = 1.2
-    sigma_min: float = 2e-3
-    sigma_max: float = 20.0
-    offset_noise: float = 0.3
-    context_noise_max: float = 0.1  # context frames get sigma ~ U(0, max) noise during training
-
-    def __post_init__(self) -> None:
-        if not 0 < self.sigma_min < self.sigma_max or self.sigma_data <= 0:
-            raise ValueError("need 0 < sigma_min < sigma_max and sigma_data > 0")
-        if self.offset_noise < 0 or self.context_noise_max < 0 or self.p_std <= 0:
-            raise ValueError("offset_noise, context_noise_max must be >= 0 and p_std > 0")
 
 
 class Denoiser(nn.Module):

@@ -23,20 +23,9 @@ from torch import nn
 from torch.distributions import Normal
 
 from w4rl_core.atomic import atomic_path
+from w4rl_core.models.configs import CNNConfig  # noqa: F401 (re-exported; torch-free home)
 from w4rl_core.models.model_files import ModelFileError, build, check_fits, load_weights, read_config
 from w4rl_core.robots.protocol import Observation
-
-
-@dataclass(frozen=True)
-class CNNConfig:
-    image_size: int = 32
-    channels: tuple[int, ...] = (16, 32, 64)  # stride-2 conv stages
-    hidden: int = 256
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
-        if self.image_size < 2 ** len(self.channels) or not self.channels or self.hidden < 1:
-            raise ValueError("image_size must allow one stride-2 stage per channel entry; hidden >= 1")
 
 
 def _encoder(cfg: CNNConfig) -> tuple[nn.Module, int]:

@@ -8,27 +8,12 @@ noise level would otherwise carry straight into the result.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
+from w4rl_core.models.configs import SamplerConfig  # noqa: F401 (re-exported; torch-free home)
 from w4rl_core.models.edm import Denoiser
-
-
-@dataclass(frozen=True)
-class SamplerConfig:
-    steps: int = 3
-    method: Literal["euler", "heun"] = "euler"
-    sigma_min: float = 2e-3
-    sigma_max: float = 5.0
-    rho: float = 7.0
-
-    def __post_init__(self) -> None:
-        if self.steps < 1 or self.method not in ("euler", "heun"):
-            raise ValueError("steps must be >= 1 and method 'euler' or 'heun'")
-        if not 0 < self.sigma_min < self.sigma_max or self.rho <= 0:
-            raise ValueError("need 0 < sigma_min < sigma_max and rho > 0")
 
 
 def karras_sigmas(config: SamplerConfig, device: torch.device | str = "cpu") -> torch.Tensor:

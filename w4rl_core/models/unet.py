@@ -25,31 +25,12 @@ embedded too, so the network knows how noisy its context is; it is 0 at sampling
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
+from w4rl_core.models.configs import UNetConfig  # noqa: F401 (re-exported; torch-free home)
+
 NOISE_EMBEDDINGS = ("fourier",)
-
-
-@dataclass(frozen=True)
-class UNetConfig:
-    image_size: int = 32
-    context_frames: int = 4  # T
-    channels: tuple[int, ...] = (32, 32, 64, 64)  # per resolution level (conv-only blocks)
-    layers_per_block: int = 1
-    norm_groups: int = 8
-    context_noise_embedding: bool = False  # condition on the context-noise level (0 at sampling)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
-        if any(c % self.norm_groups for c in self.channels):
-            raise ValueError(f"every channel count must be divisible by norm_groups={self.norm_groups}")
-        if self.image_size % 2 ** (len(self.channels) - 1):
-            raise ValueError(f"image_size {self.image_size} must be divisible by 2^(levels-1)")
-        if self.context_frames < 1 or self.layers_per_block < 1:
-            raise ValueError("context_frames and layers_per_block must be >= 1")
 
 
 class FourierFeatures(nn.Module):

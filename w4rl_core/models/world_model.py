@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,47 +14,17 @@ import torch
 from safetensors.torch import save_file
 
 from w4rl_core.atomic import atomic_path
+from w4rl_core.models.configs import (  # noqa: F401 (re-exported; torch-free home)
+    EDMConfig, SamplerConfig, UNetConfig, WorldModelConfig)
 from w4rl_core.models.action_encoding import ActionEncoder, make_action_encoder
 from w4rl_core.models.model_files import CONFIG_FILE, WEIGHTS_FILE, ModelFileError, build, load_weights, read_config
-from w4rl_core.models.edm import Denoiser, EDMConfig
-from w4rl_core.models.sampler import SamplerConfig, sample_next_frame
-from w4rl_core.models.unet import FrameUNet, UNetConfig
+from w4rl_core.models.edm import Denoiser
+from w4rl_core.models.sampler import sample_next_frame
+from w4rl_core.models.unet import FrameUNet
 
 #: Bumped when a checkpoint of the previous layout can no longer be read correctly. 2: Fourier
 #: noise embedding, normalised mid-block attention, optional context-noise embedding.
 FORMAT_VERSION = 2
-
-
-@dataclass(frozen=True)
-class WorldModelConfig:
-    action_low: tuple[float, ...]
-    action_high: tuple[float, ...]
-    unet: UNetConfig = field(default_factory=UNetConfig)
-    edm: EDMConfig = field(default_factory=EDMConfig)
-    sampler: SamplerConfig = field(default_factory=SamplerConfig)
-    action_encoding: str = "two_hot"
-    action_bins: int = 21
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "action_low", tuple(float(v) for v in self.action_low))
-        object.__setattr__(self, "action_high", tuple(float(v) for v in self.action_high))
-        make_action_encoder(self.action_encoding, self.action_low, self.action_high, self.action_bins)
-
-    @property
-    def context_frames(self) -> int:
-        return self.unet.context_frames
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> WorldModelConfig:
-        return cls(
-            **{k: v for k, v in d.items() if k not in ("unet", "edm", "sampler")},
-            unet=UNetConfig(**d["unet"]),
-            edm=EDMConfig(**d["edm"]),
-            sampler=SamplerConfig(**d["sampler"]),
-        )
 
 
 class WorldModel(torch.nn.Module):

@@ -9,40 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
 from w4rl_core.data.stream import StreamConfig, WindowStream, training_batches, window_loader
 from w4rl_core.data.windows import FrameWindows
+from w4rl_core.train.configs import _DEFAULT_STREAM, WorldModelDataConfig  # noqa: F401 (re-exported; torch-free home)
 
 #: frames (B,L,3,H,W) float in [-1,1], actions (B,L,A), success (B,L).
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-
-SOURCES = ("memory", "stream")
-_DEFAULT_STREAM = StreamConfig()
-
-
-@dataclass(frozen=True)
-class WorldModelDataConfig:
-    """params.yaml `world_model.data`. Validated at construction."""
-
-    # memory: every train frame is loaded once and batches are drawn from it (fastest; a resumed
-    # run is bit-identical to an uninterrupted one). stream: train windows are read from the stores
-    # as training goes, for data that does not fit in memory (a resumed run is not bit-identical).
-    source: Literal["memory", "stream"] = "memory"
-    # The stream's settings (StreamConfig documents what each costs); unused with source memory.
-    shuffle_buffer: int = _DEFAULT_STREAM.shuffle_buffer
-    loader_workers: int = _DEFAULT_STREAM.loader_workers
-    read_ahead: int = _DEFAULT_STREAM.read_ahead
-
-    def __post_init__(self) -> None:
-        if self.source not in SOURCES:
-            raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {self.source!r}")
-        self.stream_config()  # its own range checks
-
-    def stream_config(self) -> StreamConfig:
-        return StreamConfig(self.shuffle_buffer, self.loader_workers, self.read_ahead)
 
 
 @dataclass(frozen=True)

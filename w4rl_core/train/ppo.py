@@ -52,66 +52,10 @@ from w4rl_core.imagine.env import ImaginedEnv
 from w4rl_core.imagine.keyframes import Keyframes, keyframes, monte_carlo_values
 from w4rl_core.models.policy import CNNHead, GaussianPolicy
 from w4rl_core.progress import progress_bar
+from w4rl_core.train.configs import PPOConfig  # noqa: F401 (re-exported; torch-free home)
 from w4rl_core.train.checkpoint import (load_optimizer, load_state, optimizer_tensors, parameter_fingerprint,
                                         save_state)
 from w4rl_core.train.tracking import CurveLog
-
-ACTION_LOGPROBS = ("clipped", "gaussian")
-
-
-@dataclass(frozen=True)
-class PPOConfig:
-    iterations: int = 10  # rollout + update cycles
-    n_envs: int = 16  # imagined episodes per rollout
-    horizon: int = 46  # imagined steps per episode (the refine stage sets episode_len - T)
-    epochs: int = 4  # passes over each rollout
-    minibatches: int = 4
-    lr: float = 1e-4
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    clip_coef: float = 0.2
-    vf_coef: float = 0.5
-    ent_coef: float = 0.0
-    bc_coef: float = 0.05  # weight of the expert NLL term that anchors the policy to BC
-    bc_batch: int = 64
-    max_grad_norm: float = 0.5
-    target_kl: float = 0.05  # stop an update early past this approx-KL (0 = never)
-    critic_warmup: int = 20  # value-only epochs on the first rollout before the first policy update
-    action_logprob: str = "clipped"  # clipped | gaussian: the log-probability PPO's ratio uses
-    uncertainty_coef: float = 0.0  # reward penalty per unit of relative uncertainty above the reference
-    uncertainty_quantile: float = 0.9  # reference: this quantile of the BC policy's uncertainty
-    eval_every: int = 5  # real-robot evaluation every N iterations (0 = never)
-    imagined_eval_episodes: int = 32  # like-for-like imagined evaluation of BC and result (0 = none)
-    select_by_real: bool = False  # keep the best of BC and the periodic checkpoints by real success
-    # > 0: rollouts of this many steps from keyframes (recorded states throughout the episodes), ended
-    # at the first success, bootstrapped at the cut by a critic fitted first (critic_warmup epochs) on
-    # the real Monte-Carlo success returns of BC's recorded rollouts; 0: whole episodes of `horizon`
-    # steps from the recorded starts, the critic warmed up on the first rollout.
-    keyframe_horizon: int = 0
-    seed: int = 0
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        if min(self.iterations, self.n_envs, self.horizon, self.epochs, self.minibatches) < 1:
-            raise ValueError("iterations, n_envs, horizon, epochs, minibatches must be >= 1")
-        if not 0 <= self.keyframe_horizon <= self.horizon:
-            raise ValueError(f"keyframe_horizon must be in [0, horizon = {self.horizon}], got {self.keyframe_horizon}")
-        if self.minibatches > self.n_envs * self.rollout_steps:
-            raise ValueError("minibatches must be <= n_envs * rollout steps (keyframe_horizon, or horizon)")
-        if not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1 or self.clip_coef <= 0:
-            raise ValueError("need gamma, gae_lambda in [0, 1] and clip_coef > 0")
-        if min(self.bc_coef, self.eval_every, self.critic_warmup, self.uncertainty_coef,
-               self.imagined_eval_episodes) < 0:
-            raise ValueError("bc_coef, eval_every, critic_warmup, uncertainty_coef, imagined_eval_episodes >= 0")
-        if self.action_logprob not in ACTION_LOGPROBS:
-            raise ValueError(f"action_logprob must be one of {ACTION_LOGPROBS}, not {self.action_logprob!r}")
-        if not 0 < self.uncertainty_quantile <= 1:
-            raise ValueError("uncertainty_quantile must be in (0, 1]")
-
-    @property
-    def rollout_steps(self) -> int:
-        """Imagined steps per rollout: keyframe_horizon when keyframe starts are on, else horizon."""
-        return self.keyframe_horizon or self.horizon
 
 
 def compute_gae(

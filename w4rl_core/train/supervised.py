@@ -7,35 +7,17 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from w4rl_core.progress import progress_bar
+from w4rl_core.train.configs import SupervisedConfig  # noqa: F401 (re-exported; torch-free home)
 from w4rl_core.train.checkpoint import (load_optimizer, load_state, optimizer_tensors, parameter_fingerprint,
                                         save_state)
 from w4rl_core.train.tracking import CurveLog
-
-
-@dataclass(frozen=True)
-class SupervisedConfig:
-    steps: int = 500
-    batch_size: int = 64
-    lr: float = 3e-4
-    weight_decay: float = 1e-4
-    augment_shift: int = 2  # random-shift augmentation in pixels (DrQ); 0 = off
-    log_every: int = 25
-    checkpoint_every: int = 200  # steps between resumable checkpoints (when the caller gives a directory)
-    seed: int = 0
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        if min(self.steps, self.batch_size, self.log_every, self.checkpoint_every) < 1:
-            raise ValueError("steps, batch_size, log_every and checkpoint_every must be >= 1")
-        if self.lr <= 0 or self.augment_shift < 0:
-            raise ValueError("need lr > 0 and augment_shift >= 0")
 
 
 def random_shift(frames: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:

@@ -12,7 +12,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -26,39 +26,9 @@ from w4rl_core.models.world_model import WorldModel, WorldModelConfig, save_worl
 from w4rl_core.progress import progress_bar
 from w4rl_core.train import distributed
 from w4rl_core.train.batches import Batch, StreamedWindows, memory_batches, streamed_batches
+from w4rl_core.train.configs import WorldModelTrainConfig  # noqa: F401 (re-exported; torch-free home)
 from w4rl_core.train.checkpoint import load_optimizer, load_state, optimizer_tensors, save_state
 from w4rl_core.train.tracking import CurveLog, without_timings
-
-
-@dataclass(frozen=True)
-class WorldModelTrainConfig:
-    steps: int = 400  # optimizer steps
-    batch_size: int = 32
-    lr: float = 1e-4
-    warmup_steps: int = 100  # linear learning-rate warm-up from lr/warmup_steps (0 = none)
-    weight_decay: float = 1e-2  # on conv/linear weights only (not norms, biases, embeddings)
-    ema_decay: float = 0.999
-    grad_clip: float = 1.0
-    log_every: int = 10  # steps between loss-curve rows
-    val_every: int = 100  # steps between validation-loss evaluations
-    checkpoint_every: int = 100  # steps between resumable checkpoints (taken at the next logged row)
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-
-    def __post_init__(self) -> None:
-        if min(self.steps, self.batch_size, self.log_every, self.val_every, self.checkpoint_every) < 1:
-            raise ValueError("steps, batch_size, log_every, val_every and checkpoint_every must be >= 1")
-        if not 0 <= self.ema_decay < 1 or self.lr <= 0 or self.grad_clip <= 0:
-            raise ValueError("need 0 <= ema_decay < 1, lr > 0, grad_clip > 0")
-        if self.warmup_steps < 0 or self.weight_decay < 0:
-            raise ValueError("warmup_steps and weight_decay must be >= 0")
-
-    def lr_at(self, step: int) -> float:
-        """Learning rate of optimizer step `step` (0-based): linear warm-up, then constant. A function
-        of the step alone, so a resumed run follows the same schedule with no scheduler state."""
-        if self.warmup_steps == 0:
-            return self.lr
-        return self.lr * min(1.0, (step + 1) / self.warmup_steps)
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
