@@ -373,6 +373,39 @@ class EvaluateParams:
                              f"{self.episodes}, {self.videos}, {self.workers}")
 
 
+ROBOT_KINDS = ("simulator", "bridge")
+
+
+@dataclass(frozen=True)
+class RobotParams:
+    """Where a policy acts on a robot: BC rollouts (collect_policy), refinement's opt-in real checks
+    and the final evaluation (docs/own-robot.md). simulator: Meta-World in the stage's process.
+    bridge: a robot behind the bridge protocol (w4rl_core/robots/bridge.py), one URL per task, the
+    bearer token in the environment variable `token_env` (never in params). Expert and random
+    episodes are still recorded by the simulator's scripted policies."""
+
+    kind: str = "simulator"
+    urls: dict[str, str] = field(default_factory=dict)  # task -> http(s)://host:port of its robot
+    token_env: str = "W4RL_ROBOT_TOKEN"
+
+    def __post_init__(self) -> None:
+        if self.kind not in ROBOT_KINDS:
+            raise ValueError(f"robot.kind must be one of {ROBOT_KINDS}, got {self.kind!r}")
+        if self.kind == "bridge" and not self.urls:
+            raise ValueError("robot.kind bridge needs robot.urls: the bridge address of each task's robot")
+        for task, url in self.urls.items():
+            if not str(url).startswith(("http://", "https://")):
+                raise ValueError(f"robot.urls.{task} must be an http(s) URL, got {url!r}")
+        if not self.token_env:
+            raise ValueError("robot.token_env must name an environment variable")
+
+    def collect_fields(self, task: str, role: str) -> dict[str, Any]:
+        """CollectConfig fields that put a policy's episodes of `role` on this robot."""
+        if self.kind == "simulator":
+            return {}
+        return {"robot_url": self.urls[task], "scene_role": role, "token_env": self.token_env}
+
+
 @dataclass(frozen=True)
 class RegistryParams:
     root: str = "registry"  # a local directory or s3://bucket/prefix
@@ -404,6 +437,7 @@ class Params:
     gate: dict[str, Any] = field(default_factory=dict)
     registry: RegistryParams = field(default_factory=RegistryParams)
     scenes: ScenesParams = field(default_factory=ScenesParams)
+    robot: RobotParams = field(default_factory=RobotParams)
 
     def __post_init__(self) -> None:
         from w4rl_core.registry.gate import GateRules
@@ -426,6 +460,17 @@ class Params:
         if self.refine.real_episodes_per_check(self):
             self._check_capacity("selection", self.refine.eval_episodes, "refine.eval_episodes")
         self._check_capacity("evaluation", self.evaluate.episodes, "evaluate.episodes")
+        if self.robot.kind == "bridge":
+            missing = [t for t in self.collect.tasks if t not in self.robot.urls]
+            if missing:
+                raise ValueError(f"robot.urls has no bridge address for {missing}: every task of collect.tasks "
+                                 "needs its robot")
+            if self.refine.real_episodes_per_check(self):
+                # Refinement lists its selection scenes from the simulator's pools (pool_scene_ids) to
+                # prove the evaluation never ran them; a robot reports its own ids, so that proof would
+                # compare the wrong lists.
+                raise ValueError("refine.ppo.select_by_real with robot.kind bridge is not supported: the selection "
+                                 "scenes are listed from the simulator's pools, not from the robot's reports")
 
     def _check_capacity(self, role: str, episodes: int, what: str) -> None:
         pool = self.scenes.pool(role)
@@ -469,6 +514,7 @@ _SECTIONS = {
     "evaluate": EvaluateParams,
     "registry": RegistryParams,
     "scenes": ScenesParams,
+    "robot": RobotParams,
 }
 
 

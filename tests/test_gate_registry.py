@@ -256,12 +256,12 @@ def test_the_promoted_policy_runs_the_candidates_evaluation_scenes(tmp_path, mon
     from pathlib import Path
 
     from pipelines.stages.policy import eval_config
-    from w4rl_core.eval.policy_eval import evaluate_policy_in_sim
+    from w4rl_core.eval.policy_eval import evaluate_policy
 
     params, _, incumbent, stage = _promotion_workspace(tmp_path, monkeypatch)
     e = params.evaluate
     config = eval_config(params, TASK, "evaluation", e.episodes, e.seed, e.workers)
-    candidate = evaluate_policy_in_sim(str(_policy_dir(tmp_path, seed=7)), config, stage.candidate_store(TASK, 0),
+    candidate = evaluate_policy(str(_policy_dir(tmp_path, seed=7)), config, stage.candidate_store(TASK, 0),
                                        progress=False)
     entry = json.loads(Path("metrics/policy.json").read_text())["per_task"][TASK]
     comparison = stage.compare_with_promoted(params, TASK, entry, incumbent, Registry("registry"))

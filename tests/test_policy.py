@@ -13,7 +13,7 @@ from conftest import make_episode, tiny_layout
 from w4rl_core.data.collect import CollectConfig, collect
 from w4rl_core.data.store import EpisodeStore
 from w4rl_core.data.windows import load_windows
-from w4rl_core.eval.policy_eval import evaluate_policy_in_sim, success_summary, wilson_interval, write_videos
+from w4rl_core.eval.policy_eval import evaluate_policy, success_summary, wilson_interval, write_videos
 from w4rl_core.models.policy import (
     CNNConfig,
     GaussianPolicy,
@@ -173,7 +173,7 @@ def test_saved_policy_rolls_out_in_the_simulator_and_is_evaluated(tmp_path):
     collect(CollectConfig(kind="policy", **base), tmp_path / "policy.zarr",
             policy_factory=functools.partial(policy_factory, path=str(tmp_path / "bc")), progress=False)
     assert EpisodeStore.open(tmp_path / "policy.zarr").episode_kind == ["policy", "policy"]
-    summary = evaluate_policy_in_sim(tmp_path / "bc", CollectConfig(kind="eval", **base), tmp_path / "eval.zarr")
+    summary = evaluate_policy(tmp_path / "bc", CollectConfig(kind="eval", **base), tmp_path / "eval.zarr")
     assert summary["episodes"] == 2 and 0 <= summary["success_rate"] <= 1
     assert len(summary["ci95"]) == 2
     names = write_videos(tmp_path / "eval.zarr", tmp_path / "videos", "bc", 1)

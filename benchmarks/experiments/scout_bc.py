@@ -17,7 +17,7 @@ import numpy as np
 
 from w4rl_core.data.collect import CollectConfig, collect
 from w4rl_core.data.windows import load_windows
-from w4rl_core.eval.policy_eval import evaluate_policy_in_sim
+from w4rl_core.eval.policy_eval import evaluate_policy
 from w4rl_core.models.policy import CNNConfig, PolicyConfig, save_policy
 from w4rl_core.train.bc import train_bc
 from w4rl_core.train.supervised import SupervisedConfig
@@ -50,7 +50,7 @@ def main() -> None:
                                cnn=CNNConfig(image_size=args.image_size, channels=(16, 32, 64), hidden=256))
             policy, _ = train_bc(cfg, SupervisedConfig(steps=args.bc_steps, batch_size=64, lr=3e-4), train, val)
             save_policy(Path(tmp) / "bc", policy)
-            ev = evaluate_policy_in_sim(Path(tmp) / "bc", CollectConfig(kind="eval", episodes=args.episodes,
+            ev = evaluate_policy(Path(tmp) / "bc", CollectConfig(kind="eval", episodes=args.episodes,
                                                                          seed=100, **base),
                                         Path(tmp) / "eval.zarr")
         row = {"task": task, "demos_used": train.n_episodes, "expert_success": demo["success_rate"],

@@ -12,7 +12,7 @@ import typer
 from pipelines.cli.common import DEFAULT_PARAMS, ParamsOpt, TaskOpt, load
 
 robot_app = typer.Typer(help="Serve a robot over the network, or evaluate on one.", no_args_is_help=True)
-TOKEN_ENV = "W4RL_ROBOT_TOKEN"
+TOKEN_ENV = "W4RL_ROBOT_TOKEN"  # w4rl_core.robots.bridge.TOKEN_ENV (not imported: it would import numpy for --help)
 
 
 def register(app: typer.Typer) -> None:
@@ -47,12 +47,20 @@ def robot_serve(
     token_file: Annotated[Optional[Path], typer.Option(help="Token file (default .w4rl/robot-token).")] = None,
     params: ParamsOpt = DEFAULT_PARAMS,
 ) -> None:
-    """Expose the Meta-World robot of TASK over HTTP (bearer token required on every request)."""
+    """Expose the Meta-World robot of TASK over HTTP (bearer token required on every request).
+
+    It sets up the scenes the pipeline asks for (role, index) from the params' scene pools, exactly
+    as the in-process stages place them: a pipeline with robot.kind bridge pointed at it records the
+    episodes the simulator would (the stand-in for hardware in the tests and docs/own-robot.md)."""
     from w4rl_core.robots.bridge import BridgeServer
     from w4rl_core.robots.metaworld_robot import MetaWorldRobot
+    from w4rl_core.robots.scenes import SCENE_ROLES, PoolPlacedRobot
 
-    cfg = load(params).collect.robot_config(task)
-    server = BridgeServer(lambda: MetaWorldRobot(cfg), _token(token_file, create=True), host, port)
+    p = load(params)
+    cfg = p.collect.robot_config(task)
+    pools = {role: p.scenes.pool(role) for role in SCENE_ROLES}
+    server = BridgeServer(lambda: PoolPlacedRobot(MetaWorldRobot(cfg), pools), _token(token_file, create=True),
+                          host, port)
     typer.echo(f"serving {cfg.task} on {server.url}", err=True)
     server.run()
 

@@ -34,6 +34,8 @@ def run(
                          f"episodes would take the next kind's training scenes; raise collect.episodes.{kind}")
     # An `eval` collection runs the evaluation scenes, as the evaluate stage does.
     scenes = params.scene_slice("evaluation") if kind == "eval" else params.scene_slice("training", kind)
+    if kind in ("policy", "eval"):  # a policy acts: on params.robot (the simulator or a bridge robot)
+        scenes |= params.robot.collect_fields(task, "evaluation" if kind == "eval" else "training")
     config = p.collect_config(task, kind, n, **scenes)
     summary = collect(config, out, policy_factory=policy_factory, progress=progress)
     return summary | {"profile": params.profile.name, "smoke_scale": params.profile.smoke_scale}

@@ -52,7 +52,7 @@ def compare_with_promoted(params: Params, task: str, entry: dict[str, Any], reco
     from pipelines.stages.policy import eval_config
     from w4rl_core.data.store import EpisodeStore
     from w4rl_core.eval.intervals import paired_interval
-    from w4rl_core.eval.policy_eval import evaluate_policy_in_sim
+    from w4rl_core.eval.policy_eval import evaluate_policy
 
     store = EpisodeStore.open(candidate_store(task, entry["candidate"]["seed"]))
     success = store.array("data/success")[:]
@@ -61,7 +61,7 @@ def compare_with_promoted(params: Params, task: str, entry: dict[str, Any], reco
     with tempfile.TemporaryDirectory() as tmp:
         path = registry.fetch_policy(record["policy_id"], Path(tmp) / "promoted")
         config = eval_config(params, task, "evaluation", store.n_episodes, e.seed, e.workers)
-        promoted = evaluate_policy_in_sim(path, config, Path(tmp) / "eval.zarr", deterministic=e.deterministic)
+        promoted = evaluate_policy(path, config, Path(tmp) / "eval.zarr", deterministic=e.deterministic)
     if promoted["scenes"] != store.episode_scene:
         raise PromotionRefused(f"{task}: the promoted policy's episodes ran other scenes than the candidate's "
                                f"({candidate_store(task, entry['candidate']['seed'])}); re-run evaluate")

@@ -118,9 +118,10 @@ def _imagined_twins(params: Params) -> Callable[[FrameWindows], FrameWindows]:
 
 def eval_config(params: Params, task: str, role: str, episodes: int, seed: int, workers: int) -> CollectConfig:
     """Episodes on `role`'s scenes (selection or evaluation), scene j for episode j: every policy
-    evaluated with the same config runs the same scenes with the same episode seeds (paired)."""
+    evaluated with the same config runs the same scenes with the same episode seeds (paired). On
+    the robot of params.robot: the simulator, or a robot behind the bridge asked for those scenes."""
     return params.collect.collect_config(task, "eval", episodes, seed=seed, workers=workers,
-                                         **params.scene_slice(role))
+                                         **params.scene_slice(role), **params.robot.collect_fields(task, role))
 
 
 def scene_ids(params: Params, task: str, role: str, n: int) -> list[str]:
@@ -258,13 +259,13 @@ def _trust_check(params: Params, task: str) -> dict[str, Any]:
 def _real_check(params: Params, task: str, selection_scenes: set[str]) -> Callable[[Any, int], float]:
     """The periodic real check of the opt-in select_by_real mode: the candidate policy on the first
     refine.eval_episodes scenes of scenes.selection (the same at every check)."""
-    from w4rl_core.eval.policy_eval import evaluate_policy_in_sim
+    from w4rl_core.eval.policy_eval import evaluate_policy
     from w4rl_core.models.policy import save_policy
 
     def real_eval(candidate, iteration: int) -> float:
         with tempfile.TemporaryDirectory() as tmp:
             save_policy(Path(tmp) / "policy", copy.deepcopy(candidate).cpu())
-            summary = evaluate_policy_in_sim(
+            summary = evaluate_policy(
                 Path(tmp) / "policy",
                 eval_config(params, task, "selection", params.refine.eval_episodes, params.refine.eval_seed,
                              workers=1),
@@ -348,7 +349,7 @@ def scene_report(task: str, scenes: list[str], training: set[str], selection: se
 
 def _evaluate_into(params: Params, eval_root: Path, video_root: Path) -> dict[str, Any]:
     from w4rl_core.eval.intervals import TaskOutcomes, pooled_interval, seed_interval, task_interval
-    from w4rl_core.eval.policy_eval import evaluate_policy_in_sim, success_summary, write_videos
+    from w4rl_core.eval.policy_eval import evaluate_policy, success_summary, write_videos
     from w4rl_core.models.success import load_success_detector
 
     e, seeds = params.evaluate, params.refine.seeds
@@ -365,13 +366,13 @@ def _evaluate_into(params: Params, eval_root: Path, video_root: Path) -> dict[st
         selection, training = set(refine_metrics["selection_scenes"]), training_scenes(params, task)
         config = eval_config(params, task, "evaluation", n, e.seed, e.workers)
         bc_store = str(eval_root / task / "bc.zarr")
-        bc = evaluate_policy_in_sim(bc_dir(task), config, bc_store, deterministic=e.deterministic)
+        bc = evaluate_policy(bc_dir(task), config, bc_store, deterministic=e.deterministic)
         videos += write_videos(bc_store, video_root / task, "bc", e.videos)
         scenes = scene_report(task, bc["scenes"], training, selection)
         refined: dict[int, dict[str, Any]] = {}
         for k, seed in enumerate(seeds):
             store = str(eval_root / task / f"refined_seed{seed}.zarr")
-            refined[seed] = evaluate_policy_in_sim(seed_dir(task, seed), config, store, deterministic=e.deterministic)
+            refined[seed] = evaluate_policy(seed_dir(task, seed), config, store, deterministic=e.deterministic)
             if refined[seed]["scenes"] != bc["scenes"]:  # pairing is by scene: it must hold exactly
                 raise SceneLeak(f"evaluation of {task}: seed {seed}'s episodes ran other scenes than BC's")
             if k == 0:

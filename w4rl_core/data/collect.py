@@ -33,8 +33,10 @@ from w4rl_core.robots.metaworld_robot import (
     RandomPolicy,
     ScriptedExpert,
 )
-from w4rl_core.robots.protocol import Policy
-from w4rl_core.robots.scenes import ScenePool, SceneSlice
+from w4rl_core.robots.protocol import Policy, SceneRequest
+from w4rl_core.robots.scenes import SCENE_ROLES, ScenePool, SceneSlice
+
+ROBOT_KINDS = ("policy", "eval")  # the kinds a robot behind the bridge can record: a policy acts
 
 #: Builds the acting policy inside a worker: (robot, episode seed) -> Policy. Must be picklable
 #: (a module-level function or functools.partial) to cross into worker processes.
@@ -63,6 +65,13 @@ class CollectConfig:
     # variation of its own benchmark per episode, with replacement (ad-hoc use only).
     scene_seeds: tuple[int, ...] = ()
     first_scene: int = 0
+    # A robot behind the bridge protocol (w4rl_core/robots/bridge.py) instead of the in-process
+    # simulator, for the kinds a policy drives: episode j asks the robot for scene first_scene + j
+    # of its list for `scene_role`, and records the scene identity the robot reports. The bearer
+    # token is read from the environment variable `token_env` in the process that connects.
+    robot_url: str | None = None
+    scene_role: str = ""
+    token_env: str = "W4RL_ROBOT_TOKEN"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scene_seeds", tuple(int(s) for s in self.scene_seeds))
@@ -74,6 +83,15 @@ class CollectConfig:
             raise ValueError("episodes must be >= 1, episode_len >= 2 and first_episode >= 0")
         if self.expert_noise < 0 or self.workers < 0:
             raise ValueError("expert_noise and workers must be >= 0")
+        if self.robot_url is not None:
+            if self.kind not in ROBOT_KINDS:
+                raise ValueError(f"collect kind {self.kind!r} needs the simulator (a scripted expert or random "
+                                 f"actions); a robot behind the bridge records kinds {ROBOT_KINDS}")
+            if self.scene_role not in SCENE_ROLES:
+                raise ValueError(f"scene_role must be one of {SCENE_ROLES} with a bridge robot, got {self.scene_role!r}")
+            if not self.robot_url.startswith(("http://", "https://")):
+                raise ValueError(f"robot_url must be an http(s) URL, got {self.robot_url!r}")
+            return  # any task name: the robot says which task it serves, checked when connecting
         # Validates task name, image size, crop and action repeat early, before any process starts.
         robot = self.robot_config()
         object.__setattr__(self, "task", robot.task)
@@ -96,9 +114,10 @@ def episode_seed(base_seed: int, task: str, kind: str, index: int) -> int:
 
 
 def rollout(robot: MetaWorldRobot, policy: Policy, length: int, seed: int, task: str, kind: str,
-            scene: tuple[int, int] | None = None) -> Episode:
+            scene: tuple[int, int] | SceneRequest | None = None) -> Episode:
     """Record one episode of ``length`` steps (see episode.py for the time convention), from
-    `scene` when given (robots that place scenes themselves are reset with the seed alone)."""
+    `scene` when given: a pool placement for the simulator, a SceneRequest for a robot behind the
+    bridge (without one, a robot sets up a scene of its own choosing)."""
     obs = robot.reset(seed) if scene is None else robot.reset(seed, scene=scene)
     rgb, state, actions, rewards, success = [], [], [], [], []
     reward_t, success_t = 0.0, False
@@ -111,7 +130,11 @@ def rollout(robot: MetaWorldRobot, policy: Policy, length: int, seed: int, task:
         actions.append(action)
         if t < length - 1:  # the last action is recorded but its outcome is not part of the episode
             obs, info = robot.step(action)
-            reward_t, success_t = float(info["reward"]), bool(info["success"])
+            if info.get("success") is None:  # refuse rather than record an unknown outcome as failure
+                raise RuntimeError(f"{task}/{kind} episode seed {seed}: the robot reported no success at step "
+                                   f"{t + 1}; a robot that cannot tell needs operator labels, which w4rl "
+                                   "does not take yet (docs/own-robot.md)")
+            reward_t, success_t = float(info.get("reward") or 0.0), bool(info["success"])
     return Episode(
         task=task,
         kind=kind,
@@ -134,8 +157,26 @@ def _init_worker(config: CollectConfig, policy_factory: PolicyFactory | None, po
         # every worker and they would fight (+10% steps/s measured with 2 workers on 2 cores).
         os.environ.setdefault("LP_NUM_THREADS", "1")
     _worker["config"] = config
-    _worker["robot"] = MetaWorldRobot(config.robot_config())
+    _worker["robot"] = make_robot(config)
     _worker["factory"] = policy_factory
+
+
+def make_robot(config: CollectConfig):
+    """The robot `config` records on: the simulator, or the robot behind the bridge at robot_url,
+    which must serve config.task."""
+    if config.robot_url is None:
+        return MetaWorldRobot(config.robot_config())
+    from w4rl_core.robots.bridge import RemoteRobot
+
+    token = os.environ.get(config.token_env, "")
+    if not token:
+        raise RuntimeError(f"collection of {config.task}/{config.kind} on {config.robot_url}: no bridge token in "
+                           f"${config.token_env}")
+    robot = RemoteRobot(config.robot_url, token)
+    if robot.task != config.task:
+        robot.close()
+        raise RuntimeError(f"the robot at {config.robot_url} serves task {robot.task!r}, not {config.task!r}")
+    return robot
 
 
 def _make_policy(robot: MetaWorldRobot, config: CollectConfig, factory: PolicyFactory | None, seed: int) -> Policy:
@@ -153,8 +194,12 @@ def _collect_one(index: int) -> Episode:
     robot: MetaWorldRobot = _worker["robot"]
     seed = episode_seed(config.seed, config.task, config.kind, index)
     policy = _make_policy(robot, config, _worker["factory"], seed)
-    scenes = config.scenes()
-    scene = None if scenes is None else scenes.scene(index - config.first_episode)
+    if config.robot_url is not None:
+        scene: tuple[int, int] | SceneRequest | None = SceneRequest(
+            config.scene_role, config.first_scene + index - config.first_episode)
+    else:
+        scenes = config.scenes()
+        scene = None if scenes is None else scenes.scene(index - config.first_episode)
     return rollout(robot, policy, config.episode_len, seed, config.task, config.kind, scene)
 
 
@@ -163,7 +208,8 @@ def _indices(config: CollectConfig) -> range:
 
 
 def _episodes(config: CollectConfig, factory: PolicyFactory | None) -> Iterator[Episode]:
-    workers = min(config.workers or (os.cpu_count() or 1), config.episodes)
+    # One process for a robot behind the bridge: it is one robot, and takes one command at a time.
+    workers = 1 if config.robot_url else min(config.workers or (os.cpu_count() or 1), config.episodes)
     if workers == 1:
         _init_worker(config, factory)
         try:
@@ -211,20 +257,21 @@ def collect(
     """
     if config.kind in ("policy", "eval") and policy_factory is None:
         raise ValueError(f"collect kind {config.kind!r} needs a policy factory")
-    # Action bounds and state size come from the simulator itself, not from our assumptions.
-    robot_info = MetaWorldRobot(config.robot_config())
+    # Action bounds and state size come from the robot itself, not from our assumptions.
+    robot_info = make_robot(config)
     layout = StoreLayout(
         image_size=(config.image_size, config.image_size),
         action_low=tuple(robot_info.action_low.tolist()),
         action_high=tuple(robot_info.action_high.tolist()),
         state_dim=robot_info.state_dim,
         fps=robot_info.fps,
-        camera=config.camera,
+        camera=config.camera if config.robot_url is None else "bridge",
         frames_per_shard=config.frames_per_shard,
         tasks=(config.task,),
     )
     robot_info.close()
-    source = {"collector": "metaworld", "config": {k: getattr(config, k) for k in config.__dataclass_fields__}}
+    source = {"collector": "metaworld" if config.robot_url is None else "bridge",
+              "config": {k: getattr(config, k) for k in config.__dataclass_fields__}}
     source["config"].pop("workers")  # does not change the content
 
     def write(url: str | os.PathLike[str]) -> dict[str, Any]:

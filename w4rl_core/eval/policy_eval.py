@@ -33,7 +33,7 @@ def success_summary(successes: list[bool]) -> dict[str, Any]:
     return {"episodes": n, "successes": k, "success_rate": k / n if n else None, "ci95": [lo, hi]}
 
 
-def evaluate_policy_in_sim(
+def evaluate_policy(
     policy_dir: str | os.PathLike[str],
     base: CollectConfig,
     out_store: str | os.PathLike[str],

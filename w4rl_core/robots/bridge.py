@@ -22,13 +22,14 @@ import math
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal, Optional
 
 import numpy as np
 
-from w4rl_core.robots.protocol import Observation, Robot
+from w4rl_core.robots.protocol import Observation, Robot, SceneRequest
 
 TOKEN_MIN_LENGTH = 16
+TOKEN_ENV = "W4RL_ROBOT_TOKEN"  # where clients (the pipeline's stages, `w4rl robot ...`) read the token
 
 
 class BridgeLimits:
@@ -102,7 +103,7 @@ def create_app(robot_factory: Callable[[], Robot], token: str, limits: BridgeLim
     from fastapi import Depends, FastAPI, Header, HTTPException, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
-    from pydantic import BaseModel, field_validator
+    from pydantic import BaseModel, Field, field_validator
 
     if len(token) < TOKEN_MIN_LENGTH:
         raise ValueError(f"the bridge token must have at least {TOKEN_MIN_LENGTH} characters")
@@ -112,6 +113,10 @@ def create_app(robot_factory: Callable[[], Robot], token: str, limits: BridgeLim
 
     class ResetRequest(BaseModel):
         seed: int
+        # Optional: scene `index` of the robot's list for `role` (SceneRequest). Without them the
+        # robot sets up whatever scene it likes (ad-hoc use; the pipeline always sends both).
+        role: Optional[Literal["training", "selection", "evaluation"]] = None  # scenes.SCENE_ROLES
+        index: Optional[int] = Field(default=None, ge=0)
 
     class StepRequest(BaseModel):
         action: list[float]
@@ -152,16 +157,29 @@ def create_app(robot_factory: Callable[[], Robot], token: str, limits: BridgeLim
 
     @app.get("/info")
     async def info() -> dict[str, Any]:
-        return {"task": robot.task, "action_low": low.tolist(), "action_high": high.tolist()}
+        return {"task": robot.task, "action_low": low.tolist(), "action_high": high.tolist(),
+                "state_dim": int(getattr(robot, "state_dim", 0)), "fps": float(getattr(robot, "fps", 0.0))}
+
+    def reset_robot(seed: int, role: Optional[str], index: Optional[int]) -> Observation:
+        if role is None or index is None:
+            return robot.reset(seed)
+        return robot.reset(seed, scene=SceneRequest(role, index))
 
     @app.post("/reset")
     async def reset(req: ResetRequest) -> dict[str, Any]:
-        return {"obs": encode_obs(await on_robot(robot.reset, req.seed))}
+        if (req.role is None) != (req.index is None):
+            raise HTTPException(status_code=422, detail=[{"field": "body.role", "error": "give role and index together"}])
+        obs = await on_robot(reset_robot, req.seed, req.role, req.index)
+        # The identity of the scene the robot set up: what the pipeline checks for repeats and leaks.
+        return {"obs": encode_obs(obs), "scene": str(getattr(robot, "scene_id", "") or "")}
 
     @app.post("/step")
     async def step(req: StepRequest) -> dict[str, Any]:
         obs, info = await on_robot(robot.step, np.asarray(req.action, dtype=np.float32))
-        return {"obs": encode_obs(obs), "info": {"success": bool(info["success"]), "reward": float(info["reward"])}}
+        # success null: the robot cannot tell (most hardware); an operator labels the episode.
+        success = info.get("success")
+        return {"obs": encode_obs(obs), "info": {"success": None if success is None else bool(success),
+                                                 "reward": float(info.get("reward", 0.0) or 0.0)}}
 
     @app.on_event("shutdown")
     def close() -> None:
@@ -219,6 +237,9 @@ class RemoteRobot:
         self.task: str = info["task"]
         self.action_low = np.asarray(info["action_low"], dtype=np.float32)
         self.action_high = np.asarray(info["action_high"], dtype=np.float32)
+        self.state_dim = int(info.get("state_dim", 0))
+        self.fps = float(info.get("fps", 0.0))
+        self.scene_id = ""  # the identity the robot reported for the scene of the last reset
 
     def _call(self, method: str, path: str, body: dict | None = None) -> dict[str, Any]:
         r = self._client.request(method, path, json=body)
@@ -226,8 +247,13 @@ class RemoteRobot:
             raise RuntimeError(f"robot bridge {method} {path}: HTTP {r.status_code}: {r.text}")
         return r.json()
 
-    def reset(self, seed: int) -> Observation:
-        return decode_obs(self._call("POST", "/reset", {"seed": int(seed)})["obs"])
+    def reset(self, seed: int, scene: SceneRequest | None = None) -> Observation:
+        body: dict[str, Any] = {"seed": int(seed)}
+        if scene is not None:
+            body |= {"role": scene.role, "index": int(scene.index)}
+        out = self._call("POST", "/reset", body)
+        self.scene_id = str(out.get("scene", "") or "")
+        return decode_obs(out["obs"])
 
     def step(self, action: np.ndarray) -> tuple[Observation, dict[str, Any]]:
         action = np.clip(np.asarray(action, dtype=np.float32), self.action_low, self.action_high)

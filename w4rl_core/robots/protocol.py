@@ -6,7 +6,7 @@ Evaluation and collection code drive a ``Robot`` without knowing which backend i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -17,6 +17,17 @@ class Observation:
 
     rgb: np.ndarray  # (H, W, 3) uint8, upright
     state: np.ndarray  # (S,) float32 proprioception / low-dim observation
+
+
+class SceneRequest(NamedTuple):
+    """Which scene a robot that places its own scenes should set up: scene `index` of its list for
+    `role` (training | selection | evaluation). The pipeline asks for the same (role, index) for every
+    policy it evaluates, so the episodes pair by scene; the robot reports the identity of the scene
+    it actually set up (its `scene_id` after reset), and the pipeline checks those ids, never trusts
+    the indices (docs/own-robot.md#the-bridge-protocol)."""
+
+    role: str
+    index: int
 
 
 @runtime_checkable

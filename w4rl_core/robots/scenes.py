@@ -104,3 +104,25 @@ def scene_id(task: str, placement: np.ndarray) -> str:
 def scene_overlap(a: list[str] | set[str], b: list[str] | set[str]) -> int:
     """Distinct known scenes in both (an empty id means 'not recorded' and never matches)."""
     return len((set(a) - {""}) & (set(b) - {""}))
+
+
+class PoolPlacedRobot:
+    """A robot that sets up scene `index` of `role`'s pool when the bridge asks for it: the
+    simulator served over the bridge (`w4rl robot serve`) places exactly the scenes the in-process
+    stages would, so a pipeline driving it through the bridge records the same episodes. A physical
+    robot's adapter does the same with its own list of layouts (docs/own-robot.md)."""
+
+    def __init__(self, robot, pools: Mapping[str, ScenePool]) -> None:
+        self._robot, self._pools = robot, dict(pools)
+
+    def __getattr__(self, name: str):  # task, action bounds, state_dim, fps, scene_id, step, close
+        return getattr(self._robot, name)
+
+    def reset(self, seed: int, scene=None):
+        """`scene`: a protocol.SceneRequest (role, index), or None for the robot's own choice."""
+        if scene is None:
+            return self._robot.reset(seed)
+        role, index = scene
+        if role not in self._pools:
+            raise ValueError(f"no scene pool for role {role!r}; this robot has {sorted(self._pools)}")
+        return self._robot.reset(seed, scene=self._pools[role].locate(int(index)))
