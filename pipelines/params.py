@@ -66,6 +66,8 @@ def _explain(error: dict[str, Any], path: str) -> str:
         return str(cause)
     where = ".".join([path, *map(str, error["loc"])])
     message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "missing":  # the input is the whole mapping it is missing from
+        return f"{where}: {message}"
     if error["loc"]:  # a field's type: say what was given
         return f"{where}: {message} (got {error['input']!r})"
     return f"{where}: {message}"
@@ -82,10 +84,53 @@ class ProfileParams:
         return f"[w4rl profile {self.name}: {scale}]"
 
 
+#: The kinds of a task's training demos (data/episodes/demos/<task>/<kind>.zarr); BC rollouts
+#: (policy) are recorded on params.robot by collect_policy.
+DEMO_KINDS: tuple[str, ...] = ("expert", "random")
+
+
+@dataclass(frozen=True)
+class ImportedParams:
+    """Demo kinds read from recorded LeRobot datasets instead of the simulator (docs/own-robot.md):
+    the dataset of task T is the directory `<root>/<T>` (a DVC-tracked LeRobotDataset v2.1 or v3.0),
+    read with `mapping` (LeRobotMapping's fields; the task name is T and the frame size
+    collect.image_size). The stage `import@<task>-<kind>` takes the first collect.episodes.<kind>
+    episodes of that kind."""
+
+    kinds: tuple[str, ...] = ()
+    root: str = "data/raw"
+    mapping: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kinds", tuple(self.kinds))
+        bad = set(self.kinds) - set(DEMO_KINDS)
+        if bad or len(set(self.kinds)) != len(self.kinds):
+            raise ValueError(f"collect.imported.kinds must be distinct kinds of {DEMO_KINDS}, got {list(self.kinds)}")
+        if self.kinds and not self.root:
+            raise ValueError("collect.imported.root must name the directory holding one LeRobot dataset per task")
+        fixed = sorted({"task", "image_size"} & set(self.mapping))
+        if fixed:
+            raise ValueError(f"collect.imported.mapping sets {fixed}: the task name is the task's own and the "
+                             "frame size collect.image_size")
+
+    def lerobot_mapping(self, task: str, image_size: int):
+        """The LeRobotMapping `import@<task>-<kind>` reads `<root>/<task>` with."""
+        from w4rl_core.data.lerobot.mapping import LeRobotMapping  # no pyarrow or PyAV (the package loads lazily)
+
+        return typed(LeRobotMapping, self.mapping, "collect.imported.mapping", task=task, image_size=image_size)
+
+    def dataset(self, task: str) -> Path:
+        return Path(self.root) / task
+
+
 @dataclass(frozen=True)
 class CollectParams:
     tasks: tuple[str, ...] = ("coffee-pull-v3",)
     episodes: dict[str, int] = field(default_factory=lambda: {"expert": 8, "random": 4})
+    # Demo kinds recorded by the simulator's scripted policies (the stage collect@<task>-<kind>);
+    # the others come from `imported`. Together they give every kind of DEMO_KINDS exactly once.
+    simulate: tuple[str, ...] = DEMO_KINDS
+    imported: ImportedParams = field(default_factory=ImportedParams)
     episode_len: int = 50
     action_repeat: int = 2
     image_size: int = 64
@@ -107,8 +152,19 @@ class CollectParams:
             raise ValueError("collect.episodes counts must be >= 0")
         if self.crop is not None:
             object.__setattr__(self, "crop", tuple(self.crop))
-        for task in self.tasks:  # every task name, camera, crop, sizes: fail now, not after collection
-            self.robot_config(task)
+        if self.imported.kinds:  # every key of the mapping type-checked now, not at the import stage
+            self.imported.lerobot_mapping(self.tasks[0], self.image_size)
+        object.__setattr__(self, "simulate", tuple(self.simulate))
+        both = sorted(set(self.simulate) & set(self.imported.kinds))
+        if both or sorted((*self.simulate, *self.imported.kinds)) != sorted(DEMO_KINDS):
+            raise ValueError(f"collect.simulate {list(self.simulate)} and collect.imported.kinds "
+                             f"{list(self.imported.kinds)} must give each of {list(DEMO_KINDS)} exactly once")
+        for task in self.tasks:
+            if not task or task != Path(task).name or task.startswith("."):  # a path segment of every stage
+                raise ValueError(f"collect.tasks: {task!r} is not a usable task name (one path segment, no '/')")
+        if self.simulate:  # every task name, camera, crop, sizes: fail now, not after collection
+            for task in self.tasks:
+                self.robot_config(task)
 
     def robot_config(self, task: str):
         """The simulated robot every stage observes through (collection, evaluation, the bridge)."""
@@ -460,6 +516,13 @@ class Params:
         if self.refine.real_episodes_per_check(self):
             self._check_capacity("selection", self.refine.eval_episodes, "refine.eval_episodes")
         self._check_capacity("evaluation", self.evaluate.episodes, "evaluate.episodes")
+        if self.robot.kind == "simulator" and not self.collect.simulate:
+            for task in self.collect.tasks:  # BC's rollouts and the evaluation run in the simulator
+                try:
+                    self.collect.robot_config(task)
+                except ValueError as err:
+                    raise ValueError(f"collect.tasks: {err}; with robot.kind simulator the policies act in "
+                                     "Meta-World: a task of your own needs robot.kind bridge") from None
         if self.robot.kind == "bridge":
             missing = [t for t in self.collect.tasks if t not in self.robot.urls]
             if missing:

@@ -138,10 +138,15 @@ stages:
     outs: [{path: data/models/reward/door-lock-v3, md5: ddd.dir}]
   train_reward@soccer-v3:
     outs: [{path: data/models/reward/soccer-v3, md5: eee.dir}]
+  import@door-lock-v3-random:
+    deps: [{path: data/raw/door-lock-v3, md5: fff.dir}, {path: w4rl_core/data/lerobot, md5: ggg.dir}]
+    outs: [{path: data/episodes/demos/door-lock-v3/random.zarr, md5: hhh.dir}]
 """)
     lin = task_lineage(lock, TASK)
     assert lin["datasets"] == {"data/episodes/demos/door-lock-v3/expert.zarr": "aaa.dir",
+                               "data/episodes/demos/door-lock-v3/random.zarr": "hhh.dir",
                                "data/episodes/rollouts/door-lock-v3/policy.zarr": "bbb.dir"}
+    assert lin["recorded"] == {"data/raw/door-lock-v3": "fff.dir"}  # the LeRobot dataset, not the code
     assert lin["world_model"] == {"data/models/world_model": "ccc.dir"}
     assert lin["classifier"] == {"data/models/reward/door-lock-v3": "ddd.dir"}
     assert lin["bc_policy"] == {} and lin["refined_policy"] == {}

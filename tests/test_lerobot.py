@@ -382,7 +382,7 @@ def test_import_writes_a_store_with_the_dataset_layout(tmp_path, raw):
     np.testing.assert_allclose(lay.action_low, actions.min(0), rtol=1e-6)  # meta/stats.json
     np.testing.assert_allclose(lay.action_high, actions.max(0), rtol=1e-6)
     src = store.attrs["source"]
-    assert src["codebase_version"] == "v3.0" and src["root"] == str(root.resolve())
+    assert src["codebase_version"] == "v3.0" and src["root"] == str(root)  # as given
     assert src["mapping"]["camera"] == CAM and src["mapping"]["kinds"] == {"2": "eval"}
     assert src["action_bounds_from"] == "meta/stats.json"
     assert store.episode_kind == ["expert", "expert", "eval"] and store.episode_task == [r["task"] for r in raw]
@@ -391,6 +391,26 @@ def test_import_writes_a_store_with_the_dataset_layout(tmp_path, raw):
         np.testing.assert_array_equal(ep.action, r["action"])
         np.testing.assert_array_equal(ep.success, _expected_success(r["next.success"]))
         assert ep.rgb.shape == (len(r["action"]), 16, 16, 3)
+
+
+def test_import_of_one_kind_takes_its_first_episodes_with_the_whole_datasets_bounds(tmp_path, raw):
+    """The pipeline's import stage: one kind's first n episodes; its action bounds are the whole
+    dataset's, so every kind's store shares them; fewer episodes than asked for writes nothing."""
+    root = convert_to_v30(write_v21(tmp_path / "v21", raw), tmp_path / "v30")
+    mapping = LeRobotMapping(camera=CAM, image_size=16, kinds={1: "random"})
+    whole = import_lerobot(root, tmp_path / "all.zarr", mapping)
+    experts = import_lerobot(root, tmp_path / "expert.zarr", mapping, kind="expert", episodes=1)
+    assert experts.n_episodes == 1 and experts.episode_kind == ["expert"]
+    np.testing.assert_array_equal(experts.episode(0).action, whole.episode(0).action)
+    assert (experts.layout.action_low, experts.layout.action_high) == (whole.layout.action_low,
+                                                                       whole.layout.action_high)
+    random = import_lerobot(root, tmp_path / "random.zarr", mapping, kind="random")
+    np.testing.assert_array_equal(random.episode(0).action, whole.episode(1).action)
+    for kind, n, says in (("random", 2, "1 random episodes, fewer than the 2 asked for"),
+                          ("policy", None, "no policy episodes to import")):
+        with pytest.raises(LeRobotFormatError, match=says):
+            import_lerobot(root, tmp_path / "refused.zarr", mapping, kind=kind, episodes=n)
+        assert not (tmp_path / "refused.zarr").exists()
 
 
 # ---------------------------------------------------------------------- round trips

@@ -78,6 +78,19 @@ CASES = [
     ("refine.trust", {"tolerence": 0.1}, ["refine.trust.tolerence", "accepts:"]),
     ("evaluate.episodes", 0, ["evaluate.episodes must be >= 1"]),
     ("gate.min_episodes", 11, ["gate.min_episodes (11) exceeds evaluate.episodes (10)", "could never pass"]),
+    # Demos from the simulator and from recorded datasets: each kind from exactly one of them.
+    ("collect.simulate", ["expert"], ["collect.simulate ['expert']", "exactly once"]),
+    ("collect.imported", {"kinds": ["random"], "mapping": {"camera": "observation.images.top"}},
+     ["collect.simulate ['expert', 'random'] and collect.imported.kinds ['random']", "exactly once"]),
+    ("collect.imported", {"kinds": ["policy"]}, ["collect.imported", "distinct kinds of ('expert', 'random')"]),
+    ("collect.imported", {"kinds": ["expert"], "mapping": {}}, ["collect.imported.mapping", "camera"]),
+    ("collect.imported", {"kinds": ["expert"], "mapping": {"camera": "c", "fit": "squash"}},
+     ["collect.imported", "fit must be one of"]),
+    ("collect.imported", {"kinds": ["expert"], "mapping": {"camera": "c", "task": "x"}},
+     ["collect.imported.mapping sets ['task']", "the task's own"]),
+    ("collect.imported", {"kinds": ["expert"], "mapping": {"camera": "c", "last_k": "all"}},
+     ["collect.imported.mapping.last_k", "valid integer"]),
+    ("collect.tasks", ["../up"], ["collect.tasks", "'../up'", "one path segment"]),
 ]
 
 
@@ -143,3 +156,26 @@ def test_collect_refuses_a_kind_params_gives_no_training_scenes(tmp_path):
     with pytest.raises(ValueError, match="collect.episodes has no 'random' entry"):
         run(params, "door-lock-v3", "random", str(tmp_path / "never.zarr"), episodes=2)
     assert not (tmp_path / "never.zarr").exists()
+
+
+def _own_task(tmp_path: Path, robot: dict) -> Path:
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["collect"] |= {"tasks": ["arm-lock"], "simulate": [],
+                       "imported": {"kinds": ["expert", "random"], "mapping": {"camera": "observation.images.top"}}}
+    raw["robot"] = robot
+    raw["refine"]["ppo"] = {**raw["refine"].get("ppo", {}), "select_by_real": False}
+    out = tmp_path / "params.yaml"
+    out.write_text(yaml.safe_dump(raw))
+    return out
+
+
+def test_a_task_of_your_own_needs_imported_demos_and_a_robot_behind_the_bridge(tmp_path):
+    """Any task name once nothing runs it in the simulator; with the simulator as the robot, the
+    policies would act in Meta-World, which does not know the task: refused, naming it."""
+    with pytest.raises(ParamsError) as err:
+        load_params(_own_task(tmp_path, {"kind": "simulator"}))
+    assert "unknown Meta-World task 'arm-lock'" in str(err.value) and "robot.kind bridge" in str(err.value)
+    p = load_params(_own_task(tmp_path, {"kind": "bridge", "urls": {"arm-lock": "http://127.0.0.1:8765"}}))
+    assert p.collect.tasks == ("arm-lock",) and p.collect.imported.dataset("arm-lock") == Path("data/raw/arm-lock")
+    mapping = p.collect.imported.lerobot_mapping("arm-lock", p.collect.image_size)
+    assert (mapping.task, mapping.image_size, mapping.camera) == ("arm-lock", 64, "observation.images.top")

@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
 
 
 def collect(
-    task: Annotated[str, typer.Option(help="Meta-World task, e.g. coffee-pull-v3 (or any v3 task).")],
+    task: Annotated[str, typer.Option(help="A task: Meta-World v3 (e.g. coffee-pull-v3), or your own (docs/own-robot.md).")],
     kind: Annotated[str, typer.Option(help="expert | random | policy")],
     out: Annotated[str, typer.Option(help="Output store: a local path or s3://bucket/prefix.zarr")],
     episodes: Annotated[Optional[int], typer.Option(min=1, help="Override collect.episodes.<kind>.")] = None,
@@ -35,7 +35,8 @@ def collect(
     ] = None,
     params: ParamsOpt = DEFAULT_PARAMS,
 ) -> None:
-    """Record episodes of one task in the Meta-World simulator into a new episode store."""
+    """Record episodes of one task into a new episode store: in the Meta-World simulator, on the robot
+    of params.robot (kinds policy, eval), or from the task's LeRobot dataset (collect.imported.kinds)."""
     from pipelines.stages import collect as stage
 
     p = load(params)
@@ -223,7 +224,7 @@ def import_lerobot(
 
     m = _mapping(mapping, camera)
     try:
-        store = lerobot.import_lerobot(root, out, m)
+        store = lerobot.import_lerobot(root.resolve(), out, m)
     except (lerobot.LeRobotFormatError, FileExistsError, ValueError) as err:
         typer.secho(f"import refused, nothing written: {err}", fg="red", err=True)
         raise typer.Exit(2) from err

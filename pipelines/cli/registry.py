@@ -119,6 +119,10 @@ def lineage(policy_id: str, params: ParamsOpt = DEFAULT_PARAMS) -> None:
     typer.echo("  trained on datasets:")
     for path, md5 in sorted(lin["datasets"].items()):
         typer.echo(f"    {path}  md5 {md5}")
+    if lin.get("recorded"):  # records written before imports existed have no such key
+        typer.echo("  imported from recorded datasets:")
+        for path, md5 in sorted(lin["recorded"].items()):
+            typer.echo(f"    {path}  md5 {md5}")
     git = r["git"]
     typer.echo(f"  code: git commit {git['commit']}{' (with uncommitted changes)' if git['dirty'] else ''}")
     typer.echo(f"  gate: {'passed' if r['gate']['promote'] else 'FAILED'}; registered {r['registered_at']}")

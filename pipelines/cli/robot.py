@@ -45,6 +45,9 @@ def robot_serve(
     host: Annotated[str, typer.Option(help="Address to bind; loopback unless you mean otherwise.")] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8765,
     token_file: Annotated[Optional[Path], typer.Option(help="Token file (default .w4rl/robot-token).")] = None,
+    serve_as: Annotated[Optional[str], typer.Option(
+        help="The task name it reports (default TASK): the simulator standing in for a robot of your own, "
+             "whose task has another name.")] = None,
     params: ParamsOpt = DEFAULT_PARAMS,
 ) -> None:
     """Expose the Meta-World robot of TASK over HTTP (bearer token required on every request).
@@ -59,9 +62,9 @@ def robot_serve(
     p = load(params)
     cfg = p.collect.robot_config(task)
     pools = {role: p.scenes.pool(role) for role in SCENE_ROLES}
-    server = BridgeServer(lambda: PoolPlacedRobot(MetaWorldRobot(cfg), pools), _token(token_file, create=True),
-                          host, port)
-    typer.echo(f"serving {cfg.task} on {server.url}", err=True)
+    server = BridgeServer(lambda: PoolPlacedRobot(MetaWorldRobot(cfg), pools, task=serve_as),
+                          _token(token_file, create=True), host, port)
+    typer.echo(f"serving {cfg.task}{f' as {serve_as}' if serve_as else ''} on {server.url}", err=True)
     server.run()
 
 

@@ -1,4 +1,5 @@
-"""DVC stage `collect@<task>-<kind>`: record one (task, kind) episode store from params.yaml."""
+"""DVC stages `collect@<task>-<kind>` and `import@<task>-<kind>`: one (task, kind) episode store
+from params.yaml, recorded in the simulator or read from the task's recorded LeRobot dataset."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ def run(
         # params.yaml gives this kind would run into the next kind's scenes.
         raise ValueError(f"--episodes {n} exceeds collect.episodes.{kind} = {p.episodes[kind]}: the extra "
                          f"episodes would take the next kind's training scenes; raise collect.episodes.{kind}")
+    if kind in p.imported.kinds:
+        return _import(params, task, kind, n, out)
     # An `eval` collection runs the evaluation scenes, as the evaluate stage does.
     scenes = params.scene_slice("evaluation") if kind == "eval" else params.scene_slice("training", kind)
     if kind in ("policy", "eval"):  # a policy acts: on params.robot (the simulator or a bridge robot)
@@ -39,3 +42,19 @@ def run(
     config = p.collect_config(task, kind, n, **scenes)
     summary = collect(config, out, policy_factory=policy_factory, progress=progress)
     return summary | {"profile": params.profile.name, "smoke_scale": params.profile.smoke_scale}
+
+
+def _import(params: Params, task: str, kind: str, n: int, out: str) -> dict[str, Any]:
+    """The first n episodes of `kind` in the task's LeRobot dataset (collect.imported), as a store."""
+    from w4rl_core.data.lerobot import import_lerobot
+
+    imported = params.collect.imported
+    root = imported.dataset(task)
+    if not root.is_dir():
+        raise ValueError(f"collect.imported: no LeRobot dataset for task {task} at {root} "
+                         f"(collect.imported.root/<task>; docs/own-robot.md)")
+    store = import_lerobot(root, out, imported.lerobot_mapping(task, params.collect.image_size), kind=kind,
+                           episodes=n)
+    info = store.info()
+    return {"task": task, "kind": kind, "episodes": info["episodes"], "frames": info["frames"],
+            "source": str(root), "profile": params.profile.name, "smoke_scale": params.profile.smoke_scale}

@@ -31,9 +31,14 @@ def task_lineage(lock: dict[str, Any], task: str) -> dict[str, Any]:
     def pick(prefix: str) -> dict[str, str]:
         return {p: h for s, o in outs.items() if s.startswith(prefix) for p, h in o.items()}
 
-    datasets = {p: h for p, h in pick("collect").items() if "/episodes/" in p}  # collect@* and collect_policy@*
+    # collect@*, import@* and collect_policy@*
+    datasets = {p: h for p, h in (pick("collect") | pick("import@")).items() if "/episodes/" in p}
+    # The recorded datasets the import stages read (their directory deps; the code deps are not data).
+    recorded = {d["path"]: d.get("md5", "") for s, body in (lock.get("stages") or {}).items() if s.startswith("import@")
+                for d in body.get("deps", []) if not d["path"].startswith(("w4rl_core/", "pipelines/"))}
     return {
         "datasets": datasets,
+        "recorded": recorded,
         "world_model": pick("train_world_model"),
         "classifier": pick(f"train_reward@{task}"),
         "bc_policy": pick(f"train_bc@{task}"),

@@ -112,8 +112,9 @@ class PoolPlacedRobot:
     stages would, so a pipeline driving it through the bridge records the same episodes. A physical
     robot's adapter does the same with its own list of layouts (docs/own-robot.md)."""
 
-    def __init__(self, robot, pools: Mapping[str, ScenePool]) -> None:
+    def __init__(self, robot, pools: Mapping[str, ScenePool], task: str | None = None) -> None:
         self._robot, self._pools = robot, dict(pools)
+        self.task = task or robot.task  # the name it serves under (a stand-in for a robot of your own)
 
     def __getattr__(self, name: str):  # task, action bounds, state_dim, fps, scene_id, step, close
         return getattr(self._robot, name)

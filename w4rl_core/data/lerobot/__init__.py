@@ -34,9 +34,19 @@ Modules, in the order the data flows:
 - write.py: the v3.0 writer and export_lerobot.
 """
 
-from w4rl_core.data.lerobot.layout import LeRobotFormatError
-from w4rl_core.data.lerobot.mapping import LeRobotMapping
-from w4rl_core.data.lerobot.read import import_lerobot, read_lerobot
-from w4rl_core.data.lerobot.write import export_lerobot
+import importlib
+from typing import Any
 
 __all__ = ["LeRobotFormatError", "LeRobotMapping", "export_lerobot", "import_lerobot", "read_lerobot"]
+
+# Where each name lives. Loaded on first use (PEP 562), so that params validation can build a
+# LeRobotMapping without importing pyarrow, pandas and PyAV (~2.7 s) in every stage of a project that
+# imports its demos.
+_HOMES = {"LeRobotFormatError": "layout", "LeRobotMapping": "mapping", "import_lerobot": "read",
+          "read_lerobot": "read", "export_lerobot": "write"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)

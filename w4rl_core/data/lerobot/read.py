@@ -29,6 +29,7 @@ from w4rl_core.data.lerobot.layout import (
     V21,
     V21_EPISODES_STATS,
     V30,
+    LeRobotFormatError,
     _Problems,
     _read_json,
     _read_jsonl,
@@ -254,19 +255,34 @@ def read_lerobot(root: str | os.PathLike[str], mapping: LeRobotMapping) -> list[
 
 
 def import_lerobot(root: str | os.PathLike[str], store_url: str | os.PathLike[str], mapping: LeRobotMapping,
-                   *, endpoint_url: str | None = None) -> EpisodeStore:
-    """A new EpisodeStore at ``store_url`` holding the dataset at ``root``. Everything is read and
-    checked before the store is created, so bad input writes nothing; an existing destination is
-    refused. A local store appears whole (atomic rename); a remote one is published by its last write."""
+                   *, endpoint_url: str | None = None, kind: str | None = None,
+                   episodes: int | None = None) -> EpisodeStore:
+    """A new EpisodeStore at ``store_url`` holding the dataset at ``root``: every episode, or with
+    `kind` only that kind's and with `episodes` the first that many of them (the pipeline's import
+    stage: one store per kind, fewer episodes in the dataset than asked for is refused). Everything
+    is read and checked before the store is created, so bad input writes nothing; an existing
+    destination is refused. A local store appears whole (atomic rename); a remote one is published
+    by its last write. Action bounds come from the whole dataset, so every kind's store shares them."""
     if not is_remote(store_url) and Path(str(store_url).removeprefix("file://")).exists():
         raise FileExistsError(f"{store_url} exists; import_lerobot writes a new store only")
     read = _read(root, mapping)
+    if kind is not None:
+        read.episodes = [ep for ep in read.episodes if ep.kind == kind]
+    what = f"{kind} episodes" if kind else "episodes"
+    if episodes is not None:
+        if len(read.episodes) < episodes:
+            raise LeRobotFormatError(Path(root), [f"{len(read.episodes)} {what}, fewer than the {episodes} asked for"])
+        read.episodes = read.episodes[:episodes]
+    if not read.episodes:
+        raise LeRobotFormatError(Path(root), [f"no {what} to import"])
     layout = StoreLayout(
         image_size=(mapping.image_size, mapping.image_size), action_low=read.action_low,
         action_high=read.action_high, state_dim=read.episodes[0].state.shape[1], fps=float(read.info["fps"]),
         camera=mapping.camera,
     )
-    source = {"format": "lerobot", "root": str(Path(root).resolve()),
+    # The path as given: the pipeline's stage gives one relative to the checkout, so the store (and
+    # its DVC hash) is the same in every clone.
+    source = {"format": "lerobot", "root": os.fspath(root),
               "codebase_version": read.info["codebase_version"], "mapping": mapping.to_dict(),
               "action_bounds_from": read.bounds_from}
 
