@@ -157,5 +157,6 @@ def test_retrain_fans_the_task_branches_out_to_workers_end_to_end(coordinator, w
     # The nightly case with nothing new, on one machine: every stage is a no-op and the same weights
     # come out. Promotion is idempotent (ids are content hashes); nothing new is registered.
     again = retrain(repo=str(coordinator), pull_data=False, push_data=False, branch=None)
+    assert again["stages"] == []  # dvc status said up to date: no per-stage repro ran
     assert all(f"already promoted {t}@" in again["promoted"] for t in promoted)
     assert sorted((coordinator / "registry/records").iterdir()) == records
