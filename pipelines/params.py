@@ -9,6 +9,7 @@ range checks in the configs' own __post_init__ come back with the path of their 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,8 @@ class ProfileParams:
         scale = "SMOKE-SCALE (tiny data and models; not paper scale)" if self.smoke_scale else "full scale"
         return f"[w4rl profile {self.name}: {scale}]"
 
+
+TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 #: The kinds of a task's training demos (data/episodes/demos/<task>/<kind>.zarr); BC rollouts
 #: (policy) are recorded on params.robot by collect_policy.
@@ -159,9 +162,10 @@ class CollectParams:
         if both or sorted((*self.simulate, *self.imported.kinds)) != sorted(DEMO_KINDS):
             raise ValueError(f"collect.simulate {list(self.simulate)} and collect.imported.kinds "
                              f"{list(self.imported.kinds)} must give each of {list(DEMO_KINDS)} exactly once")
-        for task in self.tasks:
-            if not task or task != Path(task).name or task.startswith("."):  # a path segment of every stage
-                raise ValueError(f"collect.tasks: {task!r} is not a usable task name (one path segment, no '/')")
+        for task in self.tasks:  # part of every stage name (collect@<task>-<kind>) and data path
+            if not TASK_NAME.fullmatch(task):
+                raise ValueError(f"collect.tasks: {task!r} is not a usable task name: one path segment of letters, "
+                                 "digits, '.', '_' and '-', starting with a letter or digit")
         if self.simulate:  # every task name, camera, crop, sizes: fail now, not after collection
             for task in self.tasks:
                 self.robot_config(task)

@@ -93,6 +93,11 @@ def s3_server():
     """moto's standalone S3 HTTP server on 127.0.0.1 (a real server, spoken to over HTTP)."""
     from moto.server import ThreadedMotoServer
 
+    import logging
+
+    # werkzeug logs every request at INFO; in a test that runs a Prefect flow in this process (whose
+    # logging setup forwards it) that was thousands of lines per DVC push or pull.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
@@ -114,6 +119,20 @@ def s3_env(s3_server, monkeypatch):
     bucket = f"w4rl-{uuid.uuid4().hex[:8]}"
     boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=bucket)
     return {"endpoint": s3_server, "bucket": bucket}
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """Prefect's test harness (a real API server on 127.0.0.1 and its database), started once per
+    process for every Prefect test: they are grouped on one xdist worker (`xdist_group("prefect")`),
+    so the ~20 s start-up is paid once, not once per module or worker."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield PREFECT_API_URL.value()
 
 
 class TinyRun:

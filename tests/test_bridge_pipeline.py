@@ -1,5 +1,5 @@
 """The DAG as a team with its own robot runs it: the demos imported from a LeRobot dataset (`dvc add`ed,
-stage `import@<task>-<kind>`) under a task name Meta-World does not know, and the policies acting on
+stage `import@<task>-<kind>`, episodes of different lengths) under a task name Meta-World does not know, and the policies acting on
 a robot behind the bridge protocol. `w4rl robot serve --serve-as` (the simulator, placing the scenes
 asked for) on 127.0.0.1 stands in for hardware; no stage process can import Meta-World. The stages
 never learn what is behind the bridge; the gate reads that evaluation as it reads the simulator's."""
@@ -46,10 +46,16 @@ def _serve(repo: Path, port: int, env: dict[str, str]) -> subprocess.Popen:
     raise AssertionError("the bridge did not come up")
 
 
+#: Recorded episodes end when the operator stops recording: the demos' lengths vary (the profile's
+#: episode_len is 50; the BC rollouts and the evaluation on the robot keep it).
+LENGTHS = (50, 41, 50, 33, 46)  # expert x4, random x1
+
+
 def _recorded_dataset(repo: Path, out: Path) -> None:
     """The team's recordings: the tiny profile's demos of the simulated task (their own training
-    scenes), both kinds in one LeRobot v3.0 dataset, frames kept exactly (lossless)."""
+    scenes), cut to LENGTHS, both kinds in one LeRobot v3.0 dataset, frames kept exactly (lossless)."""
     from pipelines.stages import collect as stage
+    from w4rl_core.data.episode import Episode
     from w4rl_core.data.lerobot import export_lerobot
 
     params = load_params(repo / "params.yaml")
@@ -57,8 +63,10 @@ def _recorded_dataset(repo: Path, out: Path) -> None:
     for kind in ("expert", "random"):
         stage.run(params, SIMULATED, kind, str(out.parent / f"{kind}.zarr"), progress=False)
         stores.append(EpisodeStore.open(out.parent / f"{kind}.zarr"))
+    episodes = [s.episode(i) for s in stores for i in range(s.n_episodes)]
     both = EpisodeStore.create(out.parent / "both.zarr", stores[0].layout)
-    both.append(s.episode(i) for s in stores for i in range(s.n_episodes))
+    both.append(Episode(task=e.task, kind=e.kind, rgb=e.rgb[:n], action=e.action[:n], reward=e.reward[:n],
+                        success=e.success[:n], state=e.state[:n], scene=e.scene) for e, n in zip(episodes, LENGTHS))
     export_lerobot(out.parent / "both.zarr", out, lossless=True)
 
 
@@ -110,6 +118,7 @@ def test_own_robot_imported_demos_and_bridge_no_metaworld_in_any_stage_and_the_g
     # The demos are the recorded dataset's, under the team's task name; the lock ties them to it.
     experts = EpisodeStore.open(repo / f"data/episodes/demos/{TASK}/expert.zarr")
     assert experts.n_episodes == 4 and set(experts.episode_task) == {TASK} and set(experts.episode_kind) == {"expert"}
+    assert experts.episode_lengths.tolist() == list(LENGTHS[:4])
     assert experts.attrs["source"]["format"] == "lerobot" and experts.attrs["source"]["root"] == f"data/raw/{TASK}"
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     assert any(d["path"] == f"data/raw/{TASK}" for d in lock[f"import@{TASK}-expert"]["deps"])

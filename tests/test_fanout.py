@@ -17,7 +17,7 @@ import yaml
 
 from pipelines.sandbox import ROOT, make_sandbox, tool_env
 
-pytestmark = [pytest.mark.slow, pytest.mark.s3]
+pytestmark = [pytest.mark.slow, pytest.mark.s3, pytest.mark.xdist_group("prefect")]  # harness: conftest
 
 POOL = "w4rl-test-branches"
 TASKS = ["door-lock-v3", "drawer-close-v3"]
@@ -25,16 +25,6 @@ TASKS = ["door-lock-v3", "drawer-close-v3"]
 
 def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
-
-
-@pytest.fixture(scope="module")
-def prefect_api():
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield PREFECT_API_URL.value()
 
 
 @pytest.fixture

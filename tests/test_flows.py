@@ -3,19 +3,15 @@ real retrain flow runs end to end, fanned out to workers, in tests/test_fanout.p
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 
-@pytest.fixture(scope="module")
-def harness(tmp_path_factory):
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    from prefect.testing.utilities import prefect_test_harness
+pytestmark = pytest.mark.xdist_group("prefect")  # one harness for every Prefect test (conftest)
 
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+
+@pytest.fixture
+def harness(prefect_api):
+    return prefect_api
 
 
 def test_prefect_yaml_deploys_retrain_with_a_cron_schedule(harness):

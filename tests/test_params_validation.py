@@ -91,6 +91,7 @@ CASES = [
     ("collect.imported", {"kinds": ["expert"], "mapping": {"camera": "c", "last_k": "all"}},
      ["collect.imported.mapping.last_k", "valid integer"]),
     ("collect.tasks", ["../up"], ["collect.tasks", "'../up'", "one path segment"]),
+    ("collect.tasks", ["my arm"], ["collect.tasks", "'my arm'", "not a usable task name"]),
 ]
 
 
