@@ -168,7 +168,13 @@ class CollectParams:
                                  "digits, '.', '_' and '-', starting with a letter or digit")
         if self.simulate:  # every task name, camera, crop, sizes: fail now, not after collection
             for task in self.tasks:
-                self.robot_config(task)
+                try:
+                    self.robot_config(task)
+                except ValueError as err:
+                    if "Meta-World task" not in str(err):
+                        raise
+                    raise ValueError(f"{err}. A task of your own: collect.simulate [] with its demos in "
+                                     "collect.imported and robot.kind bridge (docs/own-robot.md)") from None
 
     def robot_config(self, task: str):
         """The simulated robot every stage observes through (collection, evaluation, the bridge)."""
@@ -442,7 +448,7 @@ class RobotParams:
     and the final evaluation (docs/own-robot.md). simulator: Meta-World in the stage's process.
     bridge: a robot behind the bridge protocol (w4rl_core/robots/bridge.py), one URL per task, the
     bearer token in the environment variable `token_env` (never in params). Expert and random
-    episodes are still recorded by the simulator's scripted policies."""
+    episodes come from the simulator's scripted policies or a recorded dataset (collect.imported)."""
 
     kind: str = "simulator"
     urls: dict[str, str] = field(default_factory=dict)  # task -> http(s)://host:port of its robot
