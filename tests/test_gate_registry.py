@@ -289,12 +289,16 @@ def test_promotions_are_versioned_and_one_from_a_stale_version_is_refused(tmp_pa
 
 
 RACE = """
-import sys, time
+import pathlib, sys, time
 from w4rl_core.registry.registry import Registry, RegistryConflict
-root, task, policy_id, start = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+root, task, policy_id, barrier = sys.argv[1], sys.argv[2], sys.argv[3], pathlib.Path(sys.argv[4])
 registry = Registry(root)
 version, _ = registry.head(task)  # what this promotion checked its candidate against
-while time.time() < start:
+# A barrier, not a clock: neither promotes before both have read the head (a start time a few
+# seconds ahead was missed once by a process slow to start on a loaded machine).
+(barrier / policy_id.replace("@", "_")).touch()
+deadline = time.time() + 60
+while len(list(barrier.iterdir())) < 2 and time.time() < deadline:
     time.sleep(0.0005)
 try:
     print("won", registry.promote(task, policy_id, after=version))
@@ -308,17 +312,17 @@ except RegistryConflict as err:
 def test_two_processes_promoting_at_the_same_moment_exactly_one_wins(backend, tmp_path, request):
     import subprocess
     import sys
-    import time
 
     root = str(tmp_path / "registry")
     if backend == "s3":
         root = f"s3://{request.getfixturevalue('s3_env')['bucket']}/registry"
     reg = Registry(root)
     ids = [reg.register(_policy_dir(tmp_path, seed=s), RECORD)["policy_id"] for s in (1, 2)]
-    start = time.time() + 4  # both processes have read the head by then
-    procs = [subprocess.Popen([sys.executable, "-c", RACE, root, TASK, pid, str(start)], stdout=subprocess.PIPE,
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", RACE, root, TASK, pid, str(barrier)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for pid in ids]
-    results = [(p.wait(timeout=60), p.stdout.read(), p.stderr.read()) for p in procs]
+    results = [(p.wait(timeout=120), p.stdout.read(), p.stderr.read()) for p in procs]
     codes = sorted(code for code, _, _ in results)
     assert codes == [0, 3], results
     winner = ids[[code for code, _, _ in results].index(0)]
