@@ -295,7 +295,7 @@ root, task, policy_id, barrier = sys.argv[1], sys.argv[2], sys.argv[3], pathlib.
 registry = Registry(root)
 version, _ = registry.head(task)  # what this promotion checked its candidate against
 # A barrier, not a clock: neither promotes before both have read the head (a start time a few
-# seconds ahead was missed once by a process slow to start on a loaded machine).
+# seconds ahead assumed both processes would have started by then).
 (barrier / policy_id.replace("@", "_")).touch()
 deadline = time.time() + 60
 while len(list(barrier.iterdir())) < 2 and time.time() < deadline:
