@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipelines.params import Params
-from w4rl_core.data.collect import PolicyFactory, collect
+from w4rl_core.data.collect import BRIDGE_KINDS, PolicyFactory, collect
 
 
 def run(
@@ -37,7 +37,7 @@ def run(
         return _import(params, task, kind, n, out)
     # An `eval` collection runs the evaluation scenes, as the evaluate stage does.
     scenes = params.scene_slice("evaluation") if kind == "eval" else params.scene_slice("training", kind)
-    if kind in ("policy", "eval"):  # a policy acts: on params.robot (the simulator or a bridge robot)
+    if kind in BRIDGE_KINDS:  # a policy acts: on params.robot (the simulator or a bridge robot)
         scenes |= params.robot.collect_fields(task, "evaluation" if kind == "eval" else "training")
     config = p.collect_config(task, kind, n, **scenes)
     summary = collect(config, out, policy_factory=policy_factory, progress=progress)

@@ -36,7 +36,7 @@ from w4rl_core.robots.metaworld_robot import (
 from w4rl_core.robots.protocol import Policy, SceneRequest
 from w4rl_core.robots.scenes import SCENE_ROLES, ScenePool, SceneSlice
 
-ROBOT_KINDS = ("policy", "eval")  # the kinds a robot behind the bridge can record: a policy acts
+BRIDGE_KINDS = ("policy", "eval")  # the kinds a robot behind the bridge can record: a policy acts
 
 #: Builds the acting policy inside a worker: (robot, episode seed) -> Policy. Must be picklable
 #: (a module-level function or functools.partial) to cross into worker processes.
@@ -84,9 +84,9 @@ class CollectConfig:
         if self.expert_noise < 0 or self.workers < 0:
             raise ValueError("expert_noise and workers must be >= 0")
         if self.robot_url is not None:
-            if self.kind not in ROBOT_KINDS:
+            if self.kind not in BRIDGE_KINDS:
                 raise ValueError(f"collect kind {self.kind!r} needs the simulator (a scripted expert or random "
-                                 f"actions); a robot behind the bridge records kinds {ROBOT_KINDS}")
+                                 f"actions); a robot behind the bridge records kinds {BRIDGE_KINDS}")
             if self.scene_role not in SCENE_ROLES:
                 raise ValueError(f"scene_role must be one of {SCENE_ROLES} with a bridge robot, got {self.scene_role!r}")
             if not self.robot_url.startswith(("http://", "https://")):
