@@ -17,6 +17,8 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
+from w4rl_core.robots.labels import LABEL_SOURCES  # numpy-free, like this module
+
 DEFAULT_PARAMS = Path("params.yaml")
 
 
@@ -453,6 +455,15 @@ class RobotParams:
     kind: str = "simulator"
     urls: dict[str, str] = field(default_factory=dict)  # task -> http(s)://host:port of its robot
     token_env: str = "W4RL_ROBOT_TOKEN"
+    # A bridge robot's episode outcomes: robot (it reports success on every step), or an operator's
+    # label at the end of each episode it reports none for: prompt (this terminal) or queue (answered
+    # with `w4rl robot label`; the stage waits at most label_timeout_s per episode).
+    success: str = "robot"
+    label_dir: str = ".w4rl/labels"
+    label_timeout_s: float = 3600.0
+    # false: no robot to evaluate on (yet). The evaluate stage records that the policies were not
+    # evaluated, and the gate refuses every task: "not evaluated on a robot: not promotable".
+    evaluation: bool = True
 
     def __post_init__(self) -> None:
         if self.kind not in ROBOT_KINDS:
@@ -464,12 +475,20 @@ class RobotParams:
                 raise ValueError(f"robot.urls.{task} must be an http(s) URL, got {url!r}")
         if not self.token_env:
             raise ValueError("robot.token_env must name an environment variable")
+        if self.success not in LABEL_SOURCES:
+            raise ValueError(f"robot.success must be one of {LABEL_SOURCES}, got {self.success!r}")
+        if self.success != "robot" and self.kind != "bridge":
+            raise ValueError(f"robot.success {self.success}: operator labels are for a robot behind the bridge "
+                             "(robot.kind bridge); the simulator reports success")
+        if not self.label_timeout_s > 0 or not self.label_dir:
+            raise ValueError("robot.label_timeout_s must be > 0 and robot.label_dir a directory")
 
     def collect_fields(self, task: str, role: str) -> dict[str, Any]:
         """CollectConfig fields that put a policy's episodes of `role` on this robot."""
         if self.kind == "simulator":
             return {}
-        return {"robot_url": self.urls[task], "scene_role": role, "token_env": self.token_env}
+        return {"robot_url": self.urls[task], "scene_role": role, "token_env": self.token_env,
+                "success_from": self.success, "label_dir": self.label_dir, "label_timeout_s": self.label_timeout_s}
 
 
 @dataclass(frozen=True)

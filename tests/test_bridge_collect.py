@@ -5,6 +5,11 @@ behind it."""
 from __future__ import annotations
 
 import functools
+import json
+import subprocess
+import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -12,7 +17,10 @@ import pytest
 from conftest import free_port
 from w4rl_core.data.collect import CollectConfig, collect
 from w4rl_core.data.store import EpisodeStore
+from w4rl_core.atomic import write_json_atomic
 from w4rl_core.robots.bridge import BridgeServer
+from w4rl_core.robots.labels import (LabelRequest, PromptLabeler, QueueLabeler, UnreportedSuccess, parse_answer,
+                                    pending_requests)
 from w4rl_core.robots.metaworld_robot import MetaWorldConfig, MetaWorldRobot
 from w4rl_core.robots.scenes import SCENE_ROLES, PoolPlacedRobot, ScenePool
 
@@ -95,26 +103,78 @@ def test_served_simulator_places_every_role_from_its_own_pool():
         robot.close()
 
 
-def test_a_robot_that_cannot_tell_success_is_refused_not_recorded_as_failure(tmp_path, monkeypatch):
-    class Unsure:
-        def __init__(self, robot):
-            self._robot = robot
-
-        def __getattr__(self, name):
-            return getattr(self._robot, name)
-
-        def step(self, action):
-            obs, info = self._robot.step(action)
-            return obs, {"reward": info["reward"], "success": None}
-
+def test_a_robot_that_cannot_tell_success_is_refused_or_labelled_by_the_operator(tmp_path, monkeypatch):
+    """Without labels an unreported outcome is refused, never recorded as a failure; with
+    robot.success queue, `w4rl robot label` (a real process, as an operator would run it) answers
+    each episode and the answers become the stored per-frame success."""
     robot = MetaWorldConfig(task=TASK, image_size=16)
-    server = BridgeServer(lambda: Unsure(PoolPlacedRobot(MetaWorldRobot(robot), POOLS)), TOKEN, "127.0.0.1",
-                          free_port()).start()
+    server = BridgeServer(lambda: UnreportedSuccess(PoolPlacedRobot(MetaWorldRobot(robot), POOLS)), TOKEN,
+                          "127.0.0.1", free_port()).start()
     monkeypatch.setenv("W4RL_ROBOT_TOKEN", TOKEN)
+    labels = tmp_path / "labels"
+    answers = ["y", "n", "y 3"]  # episode 0 on its last frame, 1 failed, 2 from step 3 on
+    operator = subprocess.Popen(
+        ["bash", "-c", " && ".join(f"{sys.executable} -m pipelines robot label --dir {labels} --answer '{a}' "
+                                   f"--operator test --wait 120" for a in answers)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        with pytest.raises(RuntimeError, match="reported no success at step 1"):
+        with pytest.raises(RuntimeError, match="reported no success at step 1.*robot.success prompt or queue"):
             collect(_config(robot_url=server.url, scene_role="evaluation"), tmp_path / "u.zarr",
                     policy_factory=functools.partial(_seeded), progress=False)
+        assert not (tmp_path / "u.zarr").exists()
+        queued = _config(robot_url=server.url, scene_role="evaluation", success_from="queue", label_dir=str(labels),
+                         label_timeout_s=120)
+        summary = collect(queued, tmp_path / "q.zarr", policy_factory=_seeded, progress=False)
+        out, _ = operator.communicate(timeout=60)
     finally:
+        operator.kill()
         server.stop()
-    assert not (tmp_path / "u.zarr").exists()
+    assert operator.returncode == 0, out
+    store = EpisodeStore.open(tmp_path / "q.zarr")
+    success = store.array("data/success")[:]
+    per_episode = [success[s:e].tolist() for s, e in zip(store.episode_starts, store.episode_ends)]
+    assert per_episode == [[0, 0, 0, 0, 0, 1], [0] * 6, [0, 0, 0, 1, 1, 1]]
+    assert summary["operator_labelled"] == 3 and store.attrs["source"]["config"]["success_from"] == "queue"
+    done = sorted((labels / "done").glob("*.json"))
+    assert len(done) == 3 and not list((labels / "pending").glob("*.json"))
+    assert {json.loads(p.read_text())["operator"] for p in done} == {"test"}
+
+
+def test_operator_answers_are_checked_and_an_old_answer_never_labels_a_new_recording(tmp_path):
+    assert parse_answer("n", 6) is None and parse_answer(" Y ", 6) == 5 and parse_answer("y 1", 6) == 1
+    for bad in ("", "maybe", "y 0", "y 6", "n 3", "y 2 3"):
+        with pytest.raises(ValueError, match="give 'n'"):
+            parse_answer(bad, 6)
+    request = LabelRequest(TASK, "eval", 0, "", 6, 1)
+    with pytest.raises(TimeoutError, match="no operator label within 0.3 s"):
+        QueueLabeler(tmp_path, timeout_s=0.3, poll_s=0.05).label(request)
+    assert not pending_requests(tmp_path)  # a request that timed out is withdrawn
+
+    def stale_then_fresh():
+        while not pending_requests(tmp_path):
+            time.sleep(0.02)
+        waiting = pending_requests(tmp_path)[0]
+        stale = LabelRequest(**{**waiting.__dict__, "nonce": "0" * 12})
+        write_json_atomic(tmp_path / "answers" / f"{waiting.id}.json", {"nonce": stale.nonce, "answer": "y"})
+
+    thread = threading.Thread(target=stale_then_fresh)
+    thread.start()
+    with pytest.raises(RuntimeError, match="answer is for another recording"):
+        QueueLabeler(tmp_path, timeout_s=30, poll_s=0.05).label(request)
+    thread.join()
+
+
+def test_the_prompt_asks_on_the_terminal_and_again_after_a_typo(tmp_path):
+    import os
+
+    master, slave = os.openpty()  # a real terminal pair: the labeler opens it as it opens /dev/tty
+    try:
+        os.write(master, b"maybe\ny 2\n")
+        assert PromptLabeler(os.ttyname(slave)).label(LabelRequest(TASK, "eval", 0, "", 6, 1)) == 2
+        asked = os.read(master, 4096).decode()
+        assert asked.count("did it succeed?") == 2 and "give 'n'" in asked
+    finally:
+        os.close(master)
+        os.close(slave)
+    with pytest.raises(RuntimeError, match="no terminal to ask on"):
+        PromptLabeler(tmp_path / "no-tty").label(LabelRequest(TASK, "eval", 0, "", 6, 1))

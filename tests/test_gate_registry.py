@@ -86,6 +86,23 @@ def test_gate_refuses_low_fidelity(psnr):
     assert not v["promote"] and v["failed_rules"] == ["fidelity_psnr"]
 
 
+def test_without_an_evaluation_robot_the_gate_says_not_promotable(tmp_path, monkeypatch):
+    """robot.evaluation false: the evaluate stage's own record (no robot touched), then the gate on it."""
+    from pipelines.params import load_params
+    from pipelines.stages import policy as stage
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"collect": {"tasks": [TASK]},
+                                                          "robot": {"evaluation": False}}))
+    record = stage.evaluate(load_params(tmp_path / "params.yaml"))
+    assert record["evaluated"] is False and (tmp_path / "data/eval").is_dir()
+    assert json.loads((tmp_path / "metrics/policy.json").read_text()) == record
+    v = verdict(fidelity(40.0), record)
+    assert not v["promote"] and v["failed_rules"] == ["evaluated_on_robot"]
+    assert v["decision"] == ("not evaluated on a robot: not promotable "
+                             "(no evaluation robot configured (robot.evaluation: false))")
+
+
 def _policy_dir(tmp_path, seed=0):
     import torch
 

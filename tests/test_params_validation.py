@@ -92,6 +92,12 @@ CASES = [
      ["collect.imported.mapping.last_k", "valid integer"]),
     ("collect.tasks", ["../up"], ["collect.tasks", "'../up'", "one path segment"]),
     ("collect.tasks", ["my arm"], ["collect.tasks", "'my arm'", "not a usable task name"]),
+    # Operator success labels: for a bridge robot only, from a known channel, with a bounded wait.
+    ("robot", {"success": "queue"}, ["robot.success queue", "robot.kind bridge"]),
+    ("robot", {"kind": "bridge", "urls": {"coffee-pull-v3": "http://127.0.0.1:1"}, "success": "guess"},
+     ["robot.success must be one of ('robot', 'prompt', 'queue')"]),
+    ("robot", {"kind": "bridge", "urls": {"coffee-pull-v3": "http://127.0.0.1:1"}, "success": "queue",
+               "label_timeout_s": 0}, ["robot.label_timeout_s must be > 0"]),
 ]
 
 

@@ -81,10 +81,13 @@ def refine(task: TaskOpt, params: ParamsOpt = DEFAULT_PARAMS, device: DeviceOpt 
 
 
 def evaluate(params: ParamsOpt = DEFAULT_PARAMS) -> None:
-    """Success rate of BC and refined policies in the simulator, per task and overall (metrics/policy.json)."""
+    """Success rate of BC and refined policies on params.robot, per task and overall (metrics/policy.json)."""
     from pipelines.stages import policy as stage
 
     m = stage.evaluate(policy_params(params, None))
+    if m.get("evaluated") is False:
+        typer.echo(f"not evaluated: {m['not_evaluated']}; the gate refuses every task")
+        return
     typer.echo(f"{m['episodes_per_policy']} distinct unseen scenes per task, each once per policy; intervals "
                "resample refinement seeds and scenes")
     typer.echo(f"{'task':<20} {'BC':>14} {'refined':>14} {'uplift [95% CI]':>24}")

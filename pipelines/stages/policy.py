@@ -347,7 +347,17 @@ def scene_report(task: str, scenes: list[str], training: set[str], selection: se
     return report
 
 
+NOT_EVALUATED = "no evaluation robot configured (robot.evaluation: false)"
+
+
 def _evaluate_into(params: Params, eval_root: Path, video_root: Path) -> dict[str, Any]:
+    if not params.robot.evaluation:  # nothing measured: a record that says so, read by the gate
+        eval_root.mkdir(parents=True)
+        video_root.mkdir(parents=True)
+        return {"profile": params.profile.name, "smoke_scale": params.profile.smoke_scale, "evaluated": False,
+                "not_evaluated": NOT_EVALUATED, "per_task": {t: {"not_evaluated": NOT_EVALUATED}
+                                                             for t in params.collect.tasks},
+                "videos": []}
     from w4rl_core.eval.intervals import TaskOutcomes, pooled_interval, seed_interval, task_interval
     from w4rl_core.eval.policy_eval import evaluate_policy, success_summary, write_videos
     from w4rl_core.models.success import load_success_detector

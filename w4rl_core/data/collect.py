@@ -33,6 +33,7 @@ from w4rl_core.robots.metaworld_robot import (
     RandomPolicy,
     ScriptedExpert,
 )
+from w4rl_core.robots.labels import LABEL_SOURCES, Labeler, LabelRequest, make_labeler
 from w4rl_core.robots.protocol import Policy, SceneRequest
 from w4rl_core.robots.scenes import SCENE_ROLES, ScenePool, SceneSlice
 
@@ -72,6 +73,11 @@ class CollectConfig:
     robot_url: str | None = None
     scene_role: str = ""
     token_env: str = "W4RL_ROBOT_TOKEN"
+    # Where an episode's success comes from when the bridge robot reports none (robots/labels.py):
+    # robot (it must report), prompt (this terminal) or queue (files in label_dir, `w4rl robot label`).
+    success_from: str = "robot"
+    label_dir: str = ".w4rl/labels"
+    label_timeout_s: float = 3600.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scene_seeds", tuple(int(s) for s in self.scene_seeds))
@@ -83,6 +89,11 @@ class CollectConfig:
             raise ValueError("episodes must be >= 1, episode_len >= 2 and first_episode >= 0")
         if self.expert_noise < 0 or self.workers < 0:
             raise ValueError("expert_noise and workers must be >= 0")
+        if self.success_from not in LABEL_SOURCES or self.label_timeout_s <= 0:
+            raise ValueError(f"success_from must be one of {LABEL_SOURCES} and label_timeout_s > 0")
+        if self.success_from != "robot" and self.robot_url is None:
+            raise ValueError("operator success labels (success_from prompt | queue) are for a robot behind the "
+                             "bridge; the simulator reports success")
         if self.robot_url is not None:
             if self.kind not in BRIDGE_KINDS:
                 raise ValueError(f"collect kind {self.kind!r} needs the simulator (a scripted expert or random "
@@ -114,13 +125,15 @@ def episode_seed(base_seed: int, task: str, kind: str, index: int) -> int:
 
 
 def rollout(robot: MetaWorldRobot, policy: Policy, length: int, seed: int, task: str, kind: str,
-            scene: tuple[int, int] | SceneRequest | None = None) -> Episode:
+            scene: tuple[int, int] | SceneRequest | None = None, labeler: Labeler | None = None,
+            index: int = 0) -> Episode:
     """Record one episode of ``length`` steps (see episode.py for the time convention), from
     `scene` when given: a pool placement for the simulator, a SceneRequest for a robot behind the
-    bridge (without one, a robot sets up a scene of its own choosing)."""
+    bridge (without one, a robot sets up a scene of its own choosing). A robot that reports no
+    success (None) needs `labeler`: the operator labels the whole episode at its end (labels.py)."""
     obs = robot.reset(seed) if scene is None else robot.reset(seed, scene=scene)
     rgb, state, actions, rewards, success = [], [], [], [], []
-    reward_t, success_t = 0.0, False
+    reward_t, success_t, unreported = 0.0, False, False
     for t in range(length):
         rgb.append(obs.rgb)
         state.append(obs.state)
@@ -131,10 +144,17 @@ def rollout(robot: MetaWorldRobot, policy: Policy, length: int, seed: int, task:
         if t < length - 1:  # the last action is recorded but its outcome is not part of the episode
             obs, info = robot.step(action)
             if info.get("success") is None:  # refuse rather than record an unknown outcome as failure
-                raise RuntimeError(f"{task}/{kind} episode seed {seed}: the robot reported no success at step "
-                                   f"{t + 1}; a robot that cannot tell needs operator labels, which w4rl "
-                                   "does not take yet (docs/own-robot.md)")
-            reward_t, success_t = float(info.get("reward") or 0.0), bool(info["success"])
+                if labeler is None:
+                    raise RuntimeError(f"{task}/{kind} episode seed {seed}: the robot reported no success at step "
+                                       f"{t + 1}; a robot that cannot tell needs operator labels: robot.success "
+                                       "prompt or queue (docs/own-robot.md#success-labels)")
+                unreported = True
+            reward_t, success_t = float(info.get("reward") or 0.0), bool(info.get("success"))
+    scene_id = str(getattr(robot, "scene_id", "") or "")
+    labelled = unreported and labeler is not None
+    if labelled:  # the operator's answer replaces every frame's success: the robot told nothing
+        first = labeler.label(LabelRequest(task, kind, index, scene_id, length, seed))
+        success = [first is not None and t >= first for t in range(length)]
     return Episode(
         task=task,
         kind=kind,
@@ -143,7 +163,8 @@ def rollout(robot: MetaWorldRobot, policy: Policy, length: int, seed: int, task:
         reward=np.asarray(rewards, dtype=np.float32),
         success=np.asarray(success, dtype=np.uint8),
         state=np.stack(state).astype(np.float32),
-        scene=str(getattr(robot, "scene_id", "") or ""),
+        scene=scene_id,
+        labelled=labelled,
     )
 
 
@@ -159,6 +180,7 @@ def _init_worker(config: CollectConfig, policy_factory: PolicyFactory | None, po
     _worker["config"] = config
     _worker["robot"] = make_robot(config)
     _worker["factory"] = policy_factory
+    _worker["labeler"] = make_labeler(config.success_from, config.label_dir, config.label_timeout_s)
 
 
 def make_robot(config: CollectConfig):
@@ -200,7 +222,8 @@ def _collect_one(index: int) -> Episode:
     else:
         scenes = config.scenes()
         scene = None if scenes is None else scenes.scene(index - config.first_episode)
-    return rollout(robot, policy, config.episode_len, seed, config.task, config.kind, scene)
+    return rollout(robot, policy, config.episode_len, seed, config.task, config.kind, scene,
+                   labeler=_worker["labeler"], index=index)
 
 
 def _indices(config: CollectConfig) -> range:
@@ -272,18 +295,20 @@ def collect(
     robot_info.close()
     source = {"collector": "metaworld" if config.robot_url is None else "bridge",
               "config": {k: getattr(config, k) for k in config.__dataclass_fields__}}
-    source["config"].pop("workers")  # does not change the content
+    for key in ("workers", "label_dir", "label_timeout_s"):  # do not change the content
+        source["config"].pop(key)
 
     def write(url: str | os.PathLike[str]) -> dict[str, Any]:
         # Unpublished until the last episode is in: on S3 (no rename) a run that dies halfway leaves
         # a store every reader refuses, never a smaller one that looks finished.
         store = EpisodeStore.create(url, layout, source=source, endpoint_url=endpoint_url, complete=False)
         buffer: list[Episode] = []
-        successes = 0
+        successes = labelled = 0
         for ep in progress_bar(_episodes(config, policy_factory), total=config.episodes,
                                desc=f"collect {config.task}/{config.kind}", unit="ep", enabled=progress):
             buffer.append(ep)
             successes += int(ep.succeeded)
+            labelled += int(ep.labelled)
             if sum(map(len, buffer)) >= config.frames_per_shard:  # write whole shards at a time
                 store.append(buffer, complete=False)
                 buffer = []
@@ -295,6 +320,7 @@ def collect(
             "episodes": store.n_episodes,
             "frames": store.n_frames,
             "success_rate": successes / config.episodes,
+            "operator_labelled": labelled,  # episodes whose success an operator gave (the robot reported none)
         }
 
     if is_remote(out):

@@ -30,6 +30,7 @@ class Episode:
     success: np.ndarray  # (L,) uint8 in {0, 1}
     state: np.ndarray  # (L, S) float32 proprioception / low-dim observation
     scene: str = ""  # the scene's identity (w4rl_core/robots/scenes.py); "" = not recorded
+    labelled: bool = False  # success came from an operator's label (robots/labels.py); not stored per episode
 
     def __post_init__(self) -> None:
         if self.kind not in EPISODE_KINDS:

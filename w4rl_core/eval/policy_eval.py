@@ -55,12 +55,14 @@ def evaluate_policy(
     return success_summary(per_episode) | {"per_episode": per_episode, "scenes": store.episode_scene}
 
 
-def evaluate_on_robot(robot: Any, policy: Any, episodes: int, seed: int, episode_len: int) -> dict[str, Any]:
+def evaluate_on_robot(robot: Any, policy: Any, episodes: int, seed: int, episode_len: int,
+                      labeler: Any = None) -> dict[str, Any]:
     """The same evaluation against any Robot (a RemoteRobot on hardware): success per episode.
 
     Episode seeds follow the simulator evaluation's (base seed, task, "eval", index), but the robot
     places its own scenes (`reset(seed)`): the pipeline's scene pools (w4rl_core/robots/scenes.py)
-    are not sent over the bridge yet, so this is not the `evaluate` stage's protocol.
+    are not sent over the bridge yet, so this is not the `evaluate` stage's protocol. A robot that
+    reports no success needs `labeler` (w4rl_core/robots/labels.py).
     """
     from w4rl_core.data.collect import episode_seed, rollout
 
@@ -69,7 +71,7 @@ def evaluate_on_robot(robot: Any, policy: Any, episodes: int, seed: int, episode
     results = []
     for i in progress_bar(range(episodes), desc=f"evaluate {robot.task}", unit="ep"):
         s = episode_seed(seed, robot.task, "eval", i)
-        results.append(rollout(robot, policy, episode_len, s, robot.task, "eval").succeeded)
+        results.append(rollout(robot, policy, episode_len, s, robot.task, "eval", labeler=labeler, index=i).succeeded)
     return success_summary(results)
 
 

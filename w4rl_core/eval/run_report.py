@@ -82,7 +82,9 @@ def build_run_report(
         parts.append("<p>No fidelity metrics.</p>")
 
     parts.append("<h2>Success on the robot: BC vs refined</h2>")
-    if policy:
+    if policy and policy.get("evaluated") is False:
+        parts.append(f"<p>Not evaluated: {html.escape(str(policy.get('not_evaluated')))}.</p>")
+    elif policy:
         rows = []
         def ci(v):
             return "-" if not v else f"{v[0]:+.2f}..{v[1]:+.2f}"

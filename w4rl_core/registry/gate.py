@@ -114,8 +114,14 @@ def overall_rules(rules: GateRules, policy: dict[str, Any] | None) -> list[dict[
     return out
 
 
+NOT_EVALUATED = "not evaluated on a robot: not promotable"
+
+
 def task_rules(rules: GateRules, entry: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Rules on the task's promotion candidate, from its own evaluation (`entry["candidate"]`)."""
+    if isinstance(entry, dict) and "not_evaluated" in entry:  # no robot ran it: nothing else to check
+        return [{"rule": "evaluated_on_robot", "passed": False, "value": None, "threshold": None,
+                 "reason": f"{NOT_EVALUATED} ({entry['not_evaluated']})"}]
     scenes = _number(entry, "candidate", "distinct_scenes")
     training, selection = _number(entry, "scenes", "overlap_training"), _number(entry, "scenes", "overlap_selection")
     leaks = None if training is None or selection is None else training + selection
@@ -192,9 +198,10 @@ def summary(checks: list[dict[str, Any]]) -> str:
     failed = [c for c in checks if not c["passed"]]
     if not failed:
         return "promote: every rule holds"
-    nothing = next((c for c in failed if c["rule"] == "refinement_gave_something"), None)
-    if nothing is not None:
-        return nothing["reason"]
+    for first in ("evaluated_on_robot", "refinement_gave_something"):  # the reasons that explain all others
+        named = next((c for c in failed if c["rule"] == first), None)
+        if named is not None:
+            return named["reason"]
     return f"not promoted: {failed[0]['reason']}" + (f" (and {len(failed) - 1} more)" if len(failed) > 1 else "")
 
 
