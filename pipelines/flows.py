@@ -271,10 +271,11 @@ def run_branch(origin: str, commit: str, targets: list[str]) -> dict[str, Any]:
     return {"targets": targets, "commit": commit, "checkout": str(checkout), "ran": stages_ran(out.splitlines())}
 
 
-def fan_out(root: Path, deployment: str) -> dict[str, dict[str, Any]]:
+def fan_out(root: Path, deployment: str) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Run the shared stages here, each task's branch as a flow run of `deployment` (a work pool's
     workers pick them up, one per worker at a time), then fetch the run-cache they pushed. Returns,
-    per task, the branch's flow run id, final state and the stages it ran (from its run log)."""
+    per task, the branch's flow run id, final state and the stages it ran (from its run log), and
+    the shared stages it reproduced here."""
     from prefect.deployments import run_deployment
     from prefect.flow_runs import wait_for_flow_run
     from prefect.utilities.asyncutils import run_coro_as_sync
@@ -295,8 +296,8 @@ def fan_out(root: Path, deployment: str) -> dict[str, dict[str, Any]]:
     if failed:
         raise RuntimeError(f"branches did not complete: {failed}")
     pull_run_cache(root)
-    return {item: {"flow_run": str(run.id), "state": run.state.name, "ran": stages_ran(flow_run_logs(run.id))}
-            for item, run in done.items()}
+    return ({item: {"flow_run": str(run.id), "state": run.state.name, "ran": stages_ran(flow_run_logs(run.id))}
+             for item, run in done.items()}, plan.before)
 
 
 def flow_run_logs(flow_run_id) -> list[str]:
@@ -333,12 +334,13 @@ def retrain(repo: str = ".", pull_data: bool = True, push_data: bool = True,
     if pull_data:
         pull(root)
     stages = stage_order(root)
-    branches = fan_out(root, branches_on) if branches_on else {}
+    branches, shared = fan_out(root, branches_on) if branches_on else ({}, [])
     if not branches and up_to_date(root):
         get_run_logger().info("dvc status: data and pipelines are up to date; no stage to reproduce")
         stages = []
     for stage in stages:
-        repro(root, stage, pull=bool(branches))
+        if stage not in shared:  # fan_out reproduced the shared stages: another `dvc repro` would only check them
+            repro(root, stage, pull=bool(branches))
     decision = json.loads((root / GATE_RECORD).read_text())
     committed = commit_run(root, branch) if branch else {"commit": None, "branch": None}
     if push_data:
