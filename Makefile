@@ -10,7 +10,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 export DVC_NO_ANALYTICS ?= 1
 
-.PHONY: setup repro exp test test-fast bench clean-venv
+.PHONY: setup repro flywheel exp test test-fast bench clean-venv
 
 setup: $(STAMP)
 
@@ -25,6 +25,12 @@ ifdef PROFILE
 	cp profiles/$(PROFILE).yaml params.yaml
 endif
 	$(BIN)/dvc repro
+
+# `make flywheel ROUNDS=n`: n rounds of the data flywheel here (docs/flywheel.md), each round
+# `dvc repro` + a commit of the run + promotion + the evaluation episodes fed back (a second commit).
+ROUNDS ?= 1
+flywheel: setup
+	$(BIN)/w4rl flywheel run --rounds $(ROUNDS)
 
 # `make exp PROFILE=cpu [EXP_ARGS='-S refine.ppo.lr=3e-5']`: queue a whole profile as a DVC
 # experiment (its params.yaml goes into the queued snapshot; the workspace's params.yaml is put back),

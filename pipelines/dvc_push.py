@@ -42,6 +42,13 @@ def forget_remote_state(repo: Path) -> Path:
     return index
 
 
+def has_default_remote(repo: Path) -> bool:
+    """Whether `dvc push` has somewhere to go (`dvc remote default` prints "No default remote set"
+    and exits 1 when it has not: its output alone does not say)."""
+    out = subprocess.run(["dvc", "remote", "default"], cwd=repo, capture_output=True, text=True)
+    return out.returncode == 0 and bool(out.stdout.strip())
+
+
 def push(repo: Path, remote: str | None = None, run_cache: bool = False, runner: Runner | None = None) -> bool:
     """`dvc push [-r remote] [--run-cache]` in `repo`, after forgetting DVC's caches if a previous
     push did not finish. `runner(cmd)` runs the command and raises on failure (default: a

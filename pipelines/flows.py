@@ -59,7 +59,9 @@ def _git(repo: Path, *args: str) -> str:
 
 
 def _has_remote(repo: Path) -> bool:
-    return bool(subprocess.run(["dvc", "remote", "default"], cwd=repo, capture_output=True, text=True).stdout.strip())
+    from pipelines.dvc_push import has_default_remote
+
+    return has_default_remote(repo)
 
 
 def stage_order(repo: Path) -> list[str]:
@@ -324,12 +326,15 @@ def stages_ran(lines: list[str]) -> list[str]:
 
 @flow(name="retrain", log_prints=True)
 def retrain(repo: str = ".", pull_data: bool = True, push_data: bool = True,
-            branch: str | None = None, branches_on: str | None = None) -> dict[str, Any]:
+            branch: str | None = None, branches_on: str | None = None, flywheel: bool = False) -> dict[str, Any]:
     """Reproduce the pipeline, commit and push its record, promote what the gate passed, report.
     With `branch` None (the default; the deployment sets `retrain`) nothing is committed: a run in
     a developer's checkout never switches its branch or commits its edits. With `branches_on` (a
     deployment of the `branch` flow, e.g. "branch/w4rl-branch") each task's branch runs on that
-    deployment's work pool and this run restores it from the DVC remote's run-cache."""
+    deployment's work pool and this run restores it from the DVC remote's run-cache. With
+    `flywheel` the run is one round of the data flywheel (docs/flywheel.md): after promotion its
+    evaluation episodes are fed back as the next data version (`w4rl flywheel advance`, a second
+    commit), and `branch` itself is pushed too, so that the next run starts from that commit."""
     root = Path(repo).resolve()
     if pull_data:
         pull(root)
@@ -350,8 +355,24 @@ def retrain(repo: str = ".", pull_data: bool = True, push_data: bool = True,
         push_tags(root)
     report(root)
     publish_artifacts(decision, promoted, committed["commit"], root)
+    fed_back = feed_back(root, branch, push_data) if flywheel else None
     # stages: those reproduced, in order (none when nothing had changed)
-    return {"stages": stages, "gate": decision, **committed, "promoted": promoted, "branches": branches}
+    return {"stages": stages, "gate": decision, **committed, "promoted": promoted, "branches": branches,
+            "flywheel": fed_back}
+
+
+@task(retries=1, retry_delay_seconds=10, timeout_seconds=3600)
+def feed_back(repo: Path, branch: str | None, push_data: bool) -> dict[str, Any]:
+    """One flywheel round's end: the evaluation episodes become the next data version (committed by
+    `w4rl flywheel advance` on the run's branch, pushed to the DVC remote), and the branch is pushed
+    to origin as `branch` (the chain the next round checks out) and as the run's stamped branch."""
+    out = _run(_cli("flywheel", "advance", *([] if push_data else ["--no-push"]),
+                    *([] if branch else ["--no-commit"])), repo)
+    lines = out.splitlines()  # advance prints its result last, as indented JSON
+    result = json.loads("\n".join(lines[max(i for i, line in enumerate(lines) if line == "{"):]))
+    if branch and "origin" in _git(repo, "remote").split():
+        _run(["git", "push", "-q", "origin", f"HEAD:refs/heads/{branch}"], repo)
+    return result
 
 
 def deployment_spec(path: Path = PREFECT_YAML, name: str = "retrain-nightly") -> dict[str, Any]:

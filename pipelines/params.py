@@ -441,6 +441,27 @@ class EvaluateParams:
                              f"{self.episodes}, {self.videos}, {self.workers}")
 
 
+@dataclass(frozen=True)
+class FlywheelParams:
+    """The data flywheel (docs/flywheel.md): `round` rounds of evaluation episodes have been fed back
+    as training data (data/flywheel, written by `w4rl flywheel advance`, never by hand). Round k
+    evaluates on the evaluation scenes after the k earlier rounds' (scenes.evaluation, evaluate.episodes
+    each), so no evaluation scene is ever one now in training."""
+
+    round: int = 0
+    # round > 0: the world model and each classifier are fine-tuned from the previous round's
+    # weights (data/flywheel/init) instead of trained from scratch; refinement starts from the policy
+    # promoted in the previous round (refine_from: promoted) or from BC (refine_from: bc).
+    warm_start: bool = True
+    refine_from: str = "promoted"
+
+    def __post_init__(self) -> None:
+        if self.round < 0:
+            raise ValueError(f"flywheel.round must be >= 0, got {self.round}")
+        if self.refine_from not in ("promoted", "bc"):
+            raise ValueError(f"flywheel.refine_from must be promoted or bc, got {self.refine_from!r}")
+
+
 ROBOT_KINDS = ("simulator", "bridge")
 
 
@@ -523,6 +544,7 @@ class Params:
     registry: RegistryParams = field(default_factory=RegistryParams)
     scenes: ScenesParams = field(default_factory=ScenesParams)
     robot: RobotParams = field(default_factory=RobotParams)
+    flywheel: FlywheelParams = field(default_factory=FlywheelParams)
 
     def __post_init__(self) -> None:
         from w4rl_core.registry.gate import GateRules
@@ -544,7 +566,10 @@ class Params:
         self._check_capacity("training", training, "collect.episodes (all kinds of a task together)")
         if self.refine.real_episodes_per_check(self):
             self._check_capacity("selection", self.refine.eval_episodes, "refine.eval_episodes")
-        self._check_capacity("evaluation", self.evaluate.episodes, "evaluate.episodes")
+        # Each flywheel round evaluates on fresh scenes, after the earlier rounds' (which are training now).
+        self._check_capacity("evaluation", (self.flywheel.round + 1) * self.evaluate.episodes,
+                             "evaluate.episodes" + (f" x (flywheel.round {self.flywheel.round} + 1)"
+                                                    if self.flywheel.round else ""))
         if self.robot.kind == "simulator" and not self.collect.simulate:
             for task in self.collect.tasks:  # BC's rollouts and the evaluation run in the simulator
                 try:
@@ -575,6 +600,8 @@ class Params:
         """CollectConfig fields that give a collection of `role` its scenes: training kinds take
         consecutive runs of the training pool (expert, then random, then BC rollouts)."""
         first = 0
+        if role == "evaluation":  # after the scenes of the flywheel's earlier rounds (training data now)
+            first = self.flywheel.round * self.evaluate.episodes
         if role == "training":
             if kind not in TRAINING_KINDS:
                 raise ValueError(f"training scenes are for kinds {TRAINING_KINDS}, not {kind!r}")
@@ -607,6 +634,7 @@ _SECTIONS = {
     "registry": RegistryParams,
     "scenes": ScenesParams,
     "robot": RobotParams,
+    "flywheel": FlywheelParams,
 }
 
 

@@ -101,3 +101,26 @@ POLICY_METRICS = "metrics/policy.json"
 GATE_RECORD = "metrics/gate.json"  # written by the gate stage; promotion and the flows read it
 RUN_REPORT = "reports/run/index.html"
 RUN_DRIFT_REPORT = "reports/run/drift"
+
+
+# The data flywheel (`w4rl flywheel advance`; docs/flywheel.md) -----------------------------------
+# data/flywheel is a dependency of the training, refinement, evaluation and gate stages. Its
+# README.md and manifests are in git; rounds/ and init/ are `dvc add`ed (data/flywheel/*.dvc).
+
+FLYWHEEL_DIR = "data/flywheel"
+FLYWHEEL_ROUNDS = f"{FLYWHEEL_DIR}/rounds"  # <task>/round-<k>/<policy>.zarr: round k's evaluation episodes
+FLYWHEEL_INIT = f"{FLYWHEEL_DIR}/init"  # the weights the next round starts from (world model, classifiers, policy)
+FLYWHEEL_MANIFESTS = f"{FLYWHEEL_DIR}/manifests"  # round-<k>.json: what round k fed back, and from which policies
+
+
+def flywheel_manifest(round_: int) -> str:
+    return f"{FLYWHEEL_MANIFESTS}/round-{round_}.json"
+
+
+def flywheel_round_dir(task: str, round_: int) -> str:
+    return f"{FLYWHEEL_ROUNDS}/{task}/round-{round_}"
+
+
+def flywheel_init(what: str, task: str | None = None) -> str:
+    """world_model, or reward / policy of `task`: what round k+1 starts from."""
+    return f"{FLYWHEEL_INIT}/{what}" + (f"/{task}" if task else "")

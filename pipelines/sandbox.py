@@ -29,6 +29,8 @@ def make_sandbox(dest: Path, profile: str = "tiny") -> Path:
     shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
     shutil.copy(ROOT / ".gitignore", repo / ".gitignore")  # what the project commits and what it does not
     shutil.copy(PROFILES / f"{profile}.yaml", repo / "params.yaml")
+    (repo / "data/flywheel").mkdir(parents=True)  # a dependency of the training stages (docs/flywheel.md)
+    shutil.copy(ROOT / "data/flywheel/README.md", repo / "data/flywheel/README.md")
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     subprocess.run(["dvc", "init", "-q"], cwd=repo, check=True, env=tool_env())
     return repo

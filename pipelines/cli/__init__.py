@@ -7,7 +7,8 @@ One module per command group, as DVC keeps one module per command (dvc/commands/
 - train.py: `train world-model|bc|reward`, `eval fidelity`, `refine`, `evaluate`;
 - robot.py: `robot serve|evaluate` (the bridge protocol);
 - registry.py: `report`, `gate`, `promote`, `registry list|show`, `lineage`;
-- flows.py: `flows serve|retrain` (Prefect).
+- flows.py: `flows serve|retrain` (Prefect);
+- flywheel.py: `flywheel advance|run` (the data flywheel).
 
 Each imports what a command needs inside the command, so that `w4rl --help` and light verbs start
 without torch.
@@ -20,7 +21,7 @@ import sys
 
 import typer
 
-from pipelines.cli import data, flows, registry, robot, train
+from pipelines.cli import data, flows, flywheel, registry, robot, train
 
 app = typer.Typer(
     help="w4rl: robot episodes -> world model -> policy refinement in imagination -> gated policy.",
@@ -28,7 +29,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for group in (data, train, robot, registry, flows):
+for group in (data, train, robot, registry, flows, flywheel):
     group.register(app)
 
 

@@ -124,5 +124,19 @@ def lineage(policy_id: str, params: ParamsOpt = DEFAULT_PARAMS) -> None:
         for path, md5 in sorted(lin["recorded"].items()):
             typer.echo(f"    {path}  md5 {md5}")
     git = r["git"]
+    from w4rl_core.registry.lineage import flywheel_chain
+
+    chain = flywheel_chain(r["task"], git["commit"])
+    if chain:  # data version k = the collected data + the evaluation episodes of rounds 0..k-1
+        typer.echo(f"  data flywheel: trained on data version {chain[0]['data_version']}")
+    for link in chain:
+        if not link["manifest_found"]:
+            typer.echo(f"    data v{link['data_version']}: round {link['round']}'s manifest is missing at that commit")
+            continue
+        policies = ", ".join(f"{name} {pid}" for name, pid in sorted(link["policies"].items()))
+        typer.echo(f"    data v{link['data_version']} = data v{link['round']} + round {link['round']}'s "
+                   f"{link['episodes']} evaluation episodes of {policies or 'no registered policy'} "
+                   f"(run commit {link['run_commit']})")
+        typer.echo(f"      policy promoted in round {link['round']}: {link['promoted'] or 'none'}")
     typer.echo(f"  code: git commit {git['commit']}{' (with uncommitted changes)' if git['dirty'] else ''}")
     typer.echo(f"  gate: {'passed' if r['gate']['promote'] else 'FAILED'}; registered {r['registered_at']}")

@@ -11,7 +11,7 @@ import yaml
 
 from pipelines.params import DEFAULT_PARAMS, Params
 from pipelines.paths import (EPISODES_DIR, EVAL_DIR, FIDELITY_METRICS, FIDELITY_REPORT, GATE_RECORD, POLICY_METRICS,
-                             RUN_DRIFT_REPORT, RUN_REPORT, expected_stores, refined_dir)
+                             RUN_DRIFT_REPORT, RUN_REPORT, expected_stores, flywheel_manifest, refined_dir)
 from w4rl_core.atomic import write_json_atomic
 from w4rl_core.registry.gate import GateRules, decide, regression_rule
 from w4rl_core.registry.lineage import git_commit, read_lock, task_lineage
@@ -76,12 +76,22 @@ class PromotionRefused(RuntimeError):
     """Promotion needs a passing gate decision that belongs to the current workspace and dvc.lock."""
 
 
+def fed_back_drift(params: Params) -> dict[str, Any] | None:
+    """The drift summary of the episodes the previous flywheel round fed back (None in round 0)."""
+    if params.flywheel.round == 0:
+        return None
+    manifest = _read_json(flywheel_manifest(params.flywheel.round - 1)) or {}
+    return manifest.get("drift", {})
+
+
 def gate(params: Params) -> dict[str, Any]:
     """The gate stage: every rule's value, threshold and verdict per task, from the metric files and
     params alone (what the stage declares in dvc.yaml)."""
     inputs = {name: _read_json(path) for name, path in INPUTS.items()}
-    decision = decide(GateRules(**params.gate), inputs["fidelity"], inputs["policy"], list(params.collect.tasks))
-    decision["input_files"] = INPUTS
+    drift = fed_back_drift(params)
+    decision = decide(GateRules(**params.gate), inputs["fidelity"], inputs["policy"], list(params.collect.tasks),
+                      drift=drift)
+    decision["input_files"] = INPUTS | ({"drift": flywheel_manifest(params.flywheel.round - 1)} if drift else {})
     write_json_atomic(GATE_RECORD, decision)
     return decision
 
@@ -210,5 +220,6 @@ def report(params: Params, reference: list[str] | None = None, current: list[str
         fidelity_dir=Path(FIDELITY_REPORT),
         policy=_read_json(INPUTS["policy"]),
         gate=_read_json(GATE_RECORD),
+        fed_back=_read_json(flywheel_manifest(params.flywheel.round - 1)) if params.flywheel.round else None,
     )
     return RUN_REPORT

@@ -26,9 +26,16 @@ def reward_metrics(task: str) -> dict[str, Any]:
     return json.loads(Path(reward_run(task), "metrics.json").read_text())
 
 
-def _windows(params: Params, task: str, kinds: tuple[str, ...]) -> tuple[FrameWindows, FrameWindows]:
+def _windows(params: Params, task: str, kinds: tuple[str, ...],
+             fed_back: bool = False) -> tuple[FrameWindows, FrameWindows]:
+    """The task's stores of `kinds`; with fed_back (and `policy` among the kinds), also the
+    evaluation episodes earlier flywheel rounds fed back: policy rollouts too, of later policies."""
+    from pipelines.stages.flywheel import fed_back as fed_back_stores
+
     wm = params.world_model
     stores = [store_path(EPISODES_DIR, task, k) for k in kinds if params.collect.episodes.get(k, 0) > 0]
+    if fed_back and "policy" in kinds:
+        stores += fed_back_stores(params, task)
     return load_windows(stores, wm.image_size, wm.val_fraction, wm.split_seed)
 
 
@@ -78,7 +85,9 @@ def train_reward(params: Params, task: str, progress: bool = False) -> dict[str,
 
     from w4rl_core.train.reward import split_for_check
 
-    train, val = _windows(params, task, params.reward.kinds)
+    from pipelines.stages.flywheel import warm_start
+
+    train, val = _windows(params, task, params.reward.kinds, fed_back=True)
     # Half the held-out episodes choose the detector, the other half check it (out of sample).
     calibration, check = split_for_check(val)
     frames = {"real": len(train.rgb), "imagined": 0}
@@ -91,8 +100,10 @@ def train_reward(params: Params, task: str, progress: bool = False) -> dict[str,
     log = CurveLog(reward_run(task))
     clf, report = train_classifier(params.reward_cnn(), SupervisedConfig(**params.reward.train), train, val, progress,
                                    calibrate_on=calibrate_on, balanced=params.reward.balanced, log=log,
-                                   checkpoint_dir=checkpoint_dir("reward", task), check=check)
+                                   checkpoint_dir=checkpoint_dir("reward", task), check=check,
+                                   init_from=warm_start(params, "reward", task))
     metrics = {**_meta(params, task), "kinds": list(params.reward.kinds), "calibrated_on": params.reward.calibrate_on,
+               "flywheel_round": params.flywheel.round, "init_from": warm_start(params, "reward", task),
                "trained_on": params.reward.train_on, "train_frames": frames,
                **{k: report[k] for k in ("train", "val", "detector", "reward_calibration", "episode_calibration_all",
                                          "calibration_grid")}}
@@ -151,8 +162,11 @@ def refine(params: Params, task: str) -> dict[str, Any]:
     from w4rl_core.train.tracking import CurveLog, timings_of, without_timings
     from w4rl_core.train.world_model import resolve_device
 
-    contexts, _ = _windows(params, task, ("expert", "policy"))
+    from pipelines.stages.flywheel import refine_start
+
+    contexts, _ = _windows(params, task, ("expert", "policy"), fed_back=True)
     expert, _, _ = _demonstrations(params, task)
+    start = refine_start(params, task)  # BC, or the flywheel's previous round's promoted policy
     runs: dict[int, tuple[Any, dict[str, Any]]] = {}
     # The scenes the real checks run on (every check the same): listed from the params, not from the
     # episodes, so a run resumed after its last check lists them too. The final evaluation refuses them.
@@ -174,11 +188,12 @@ def refine(params: Params, task: str) -> dict[str, Any]:
                             "imagined_success": trust["imagined"], "real_success": trust["real"]})
     for seed in params.refine.seeds:
         config = params.refine.ppo_config(horizon=params.episode_horizon, seed=seed)
-        policy, _ = load_policy(bc_dir(task), task=task)
+        policy, _ = load_policy(start, task=task)
         device = resolve_device(config.device)
         world_model, _ = load_fitting_world_model(params, device)
         detector = load_success_detector(reward_dir(task), device)
-        check_fits(bc_dir(task), "BC policy", action_dim=(policy.action_dim, len(world_model.config.action_low)))
+        check_fits(start, "the policy refinement starts from",
+                   action_dim=(policy.action_dim, len(world_model.config.action_low)))
         env = ImaginedEnv(world_model, contexts, config.n_envs, success_fn=detector, device=device,
                           accel=params.world_model.accel_config())
         if not trust["passed"]:  # BC's weights, with BC's like-for-like imagined success measured all the same
@@ -209,7 +224,7 @@ def refine(params: Params, task: str) -> dict[str, Any]:
     metrics = {**_meta(params, task), "seeds": [runs[s][1] for s in params.refine.seeds], "candidate_seed": candidate,
                "candidate_rule": ("best periodic real success of the returned policy (scenes.selection), first seed "
                                   "on ties") if by_real else "the first seed of refine.seeds (no real episode chooses)",
-               "trust": trust,
+               "trust": trust, "started_from": start, "flywheel_round": params.flywheel.round,
                "reward_calibration": reward_metrics(task)["reward_calibration"],
                # Scenes the real checks ran on (scenes.selection): the final evaluation refuses them.
                "selection_scenes": sorted(selection_scenes)}
@@ -312,7 +327,8 @@ class SceneLeak(RuntimeError):
 
 
 def training_scenes(params: Params, task: str) -> set[str]:
-    """Scenes of every episode the task's models were trained on (demos and BC rollouts)."""
+    """Scenes of every episode the task's models were trained on (demos, BC rollouts, and the
+    evaluation episodes earlier flywheel rounds fed back)."""
     from w4rl_core.data.store import EpisodeStore
 
     scenes: set[str] = set()
@@ -325,6 +341,10 @@ def training_scenes(params: Params, task: str) -> set[str]:
                                 "no scene (meta/episode_scene), so overlap with the evaluation scenes is unknown; "
                                 "re-collect them with this version")
             scenes.update(recorded)
+    from pipelines.stages.flywheel import fed_back  # earlier rounds' evaluation episodes train now
+
+    for path in fed_back(params, task):
+        scenes.update(EpisodeStore.open(path).episode_scene)
     return scenes
 
 
@@ -358,7 +378,7 @@ def _evaluate_into(params: Params, eval_root: Path, video_root: Path) -> dict[st
                 "not_evaluated": NOT_EVALUATED, "per_task": {t: {"not_evaluated": NOT_EVALUATED}
                                                              for t in params.collect.tasks},
                 "videos": []}
-    from w4rl_core.eval.intervals import TaskOutcomes, pooled_interval, seed_interval, task_interval
+    from w4rl_core.eval.intervals import TaskOutcomes, paired_interval, pooled_interval, seed_interval, task_interval
     from w4rl_core.eval.policy_eval import evaluate_policy, success_summary, write_videos
     from w4rl_core.models.success import load_success_detector
 
@@ -387,6 +407,7 @@ def _evaluate_into(params: Params, eval_root: Path, video_root: Path) -> dict[st
                 raise SceneLeak(f"evaluation of {task}: seed {seed}'s episodes ran other scenes than BC's")
             if k == 0:
                 videos += write_videos(store, video_root / task, "refined", e.videos)
+        previous = _evaluate_previous(params, task, config, eval_root, bc["scenes"])
         task_outcomes = TaskOutcomes(task, tuple(bc["scenes"]), tuple(bc["per_episode"]),
                                      {s: tuple(refined[s]["per_episode"]) for s in seeds})
         outcomes.append(task_outcomes)
@@ -417,6 +438,12 @@ def _evaluate_into(params: Params, eval_root: Path, video_root: Path) -> dict[st
             # The reward refinement optimised, checked on these unseen real BC episodes.
             "reward_calibration": _calibration_on_store(detector, bc_store),
         }
+        if previous is not None:  # the flywheel's round k against round k-1 on the same fresh scenes
+            candidate_seed = refine_metrics["candidate_seed"]
+            entry["previous"] = previous | {
+                "candidate_vs_previous": paired_interval(previous["per_episode"], refined[candidate_seed]["per_episode"],
+                                                         bc["scenes"])}
+            del entry["previous"]["per_episode"]
         entry |= _imagined_vs_real(task, seed_rows, entry, e.deterministic)
         entry["real_success_periodic"] = {r["seed"]: r["real_success_periodic"] for r in refine_metrics["seeds"]}
         per_task[task] = entry
@@ -426,6 +453,25 @@ def _evaluate_into(params: Params, eval_root: Path, video_root: Path) -> dict[st
                "real_episodes_used": sum(per_task[t]["real_episodes_used"] for t in params.collect.tasks)}
     return {"profile": params.profile.name, "smoke_scale": params.profile.smoke_scale,
             "episodes_per_policy": n, "per_task": per_task, "overall": overall, "videos": sorted(videos)}
+
+
+def _evaluate_previous(params: Params, task: str, config: CollectConfig, eval_root: Path,
+                       scenes: list[str]) -> dict[str, Any] | None:
+    """The policy the flywheel's previous round promoted, on this round's evaluation scenes (its
+    episodes are fed back with the others): None in round 0 or before any promotion."""
+    from pipelines.stages.flywheel import previous_policy
+    from w4rl_core.eval.policy_eval import evaluate_policy
+    from w4rl_core.registry.registry import Registry
+
+    path = previous_policy(params, task)
+    if path is None:
+        return None
+    result = evaluate_policy(path, config, str(eval_root / task / "previous.zarr"),
+                             deterministic=params.evaluate.deterministic)
+    if result["scenes"] != scenes:
+        raise SceneLeak(f"evaluation of {task}: the previous round's policy ran other scenes than BC's")
+    return {"policy_id": Registry.policy_id(task, path), "round": params.flywheel.round - 1,
+            **{k: result[k] for k in ("episodes", "successes", "success_rate", "ci95", "per_episode")}}
 
 
 def _uplift_fields(interval: dict[str, Any]) -> dict[str, Any]:

@@ -24,21 +24,30 @@ def load_fitting_world_model(params: Params, device: Any) -> tuple[Any, dict[str
     return model, meta
 
 
+def training_stores(params: Params) -> list[str]:
+    """Every store the world model learns from: the params' collections and the evaluation episodes
+    earlier flywheel rounds fed back (pipelines/stages/flywheel.py)."""
+    from pipelines.stages.flywheel import fed_back
+
+    return expected_stores(params, EPISODES_DIR) + fed_back(params)
+
+
 def load_split(params: Params, read_train: bool = True) -> tuple[FrameWindows, FrameWindows]:
     """(train, val) windows of the stores in memory; read_train=False: val alone (train empty)."""
     wm = params.world_model
-    return load_windows(expected_stores(params, EPISODES_DIR), wm.image_size, wm.val_fraction, wm.split_seed,
+    return load_windows(training_stores(params), wm.image_size, wm.val_fraction, wm.split_seed,
                         read_train=read_train)
 
 
 def streamed_train(params: Params) -> StreamedWindows:
     """The train split of the same stores `load_split` reads, to stream (world_model.data.source: stream)."""
     wm = params.world_model
-    return StreamedWindows(tuple(expected_stores(params, EPISODES_DIR)), wm.image_size, wm.val_fraction,
+    return StreamedWindows(tuple(training_stores(params)), wm.image_size, wm.val_fraction,
                            wm.split_seed, wm.data_config().stream_config())
 
 
 def train(params: Params, device: str | None = None, progress: bool = True) -> dict[str, Any]:
+    from pipelines.stages.flywheel import warm_start
     from w4rl_core.train.world_model import train_world_model
 
     streaming = params.world_model.data_config().source == "stream"
@@ -47,11 +56,13 @@ def train(params: Params, device: str | None = None, progress: bool = True) -> d
     train_config = params.world_model.train_config()
     if device:
         train_config = type(train_config)(**{**train_config.__dict__, "device": device})
+    init_from = warm_start(params, "world_model")  # round k > 0 of the flywheel: fine-tune round k-1's
     meta = {"profile": params.profile.name, "smoke_scale": params.profile.smoke_scale,
-            "tasks": list(params.collect.tasks)}
+            "tasks": list(params.collect.tasks), "flywheel_round": params.flywheel.round, "init_from": init_from}
     train_data = streamed_train(params) if streaming else train_windows
     return train_world_model(model_config, train_config, train_data, val_windows, MODEL_DIR, CHECKPOINT_DIR,
-                             TRAINING_RUN, meta=meta, progress=progress, accel=params.world_model.accel_config())
+                             TRAINING_RUN, meta=meta, progress=progress, accel=params.world_model.accel_config(),
+                             init_from=init_from)
 
 
 def fidelity(params: Params, device: str | None = None) -> dict[str, Any]:

@@ -44,7 +44,10 @@ def build_run_report(
     fidelity_dir: Path | None,
     policy: dict[str, Any] | None,
     gate: dict[str, Any] | None,
+    fed_back: dict[str, Any] | None = None,
 ) -> None:
+    """`fed_back`: the manifest of the flywheel round whose evaluation episodes this run trained on
+    (None: nothing was fed back)."""
     parts = [f"<h1>{html.escape(title)}</h1>"]
     if smoke_scale:
         parts.append('<p class="warn">SMOKE-SCALE run: tiny data and models. These numbers exercise the '
@@ -62,6 +65,21 @@ def build_run_report(
                              for c, v in sorted(drift["columns"].items())]))
     else:
         parts.append("<p>No drift summary.</p>")
+
+    parts.append("<h2>Data fed back by the flywheel</h2>")
+    if fed_back:
+        d = fed_back.get("drift") or {}
+        rows = [[task, len(e["stores"]), sum(s["episodes"] for s in e["stores"].values()),
+                 ", ".join(sorted(e.get("policies", {}))), e.get("promoted") or "-"]
+                for task, e in sorted(fed_back.get("tasks", {}).items())]
+        parts.append(f"<p>Round {fed_back['round']}'s evaluation episodes (run commit "
+                     f"{html.escape(str(fed_back.get('run_commit')))}) are in this run's training data. Their drift "
+                     f"from the policy episodes already there: dataset drift <b>{d.get('dataset_drift')}</b> "
+                     f"(drifted columns: {html.escape(', '.join(d.get('drifted') or []) or 'none')}; "
+                     f"{html.escape(str(d.get('dataset_test')))}).</p>")
+        parts.append(_table(["task", "stores", "episodes", "policies", "promoted then"], rows))
+    else:
+        parts.append("<p>Nothing fed back: flywheel round 0.</p>")
 
     parts.append("<h2>World-model fidelity</h2>")
     if fidelity:

@@ -36,6 +36,10 @@ class GateRules:
     # A candidate that is BC's weights or gains nothing over BC is not promoted as refined. False
     # only for smoke tests of the promotion mechanics (Params refuses it outside smoke scale).
     require_refinement_gain: bool = True
+    # The data flywheel: refuse every task when the evaluation episodes fed back into this round's
+    # training data drifted from the policy episodes already there (Evidently's dataset drift test).
+    # Off by default: the drift is named in every decision either way.
+    refuse_on_drift: bool = False
 
     def __post_init__(self) -> None:
         if self.min_episodes < 1 or self.regression_margin < 0:
@@ -96,6 +100,28 @@ def fidelity_rules(rules: GateRules, fidelity: dict[str, Any] | None) -> list[di
                              worst is not None and worst > 0,
                              f"smallest {metric} margin over copying the last frame ({', '.join(keys)})"))
     return out
+
+
+def drift_rule(rules: GateRules, drift: dict[str, Any] | None) -> dict[str, Any]:
+    """The drift of the episodes the flywheel fed back into this round's training data (the
+    previous round's manifest: w4rl_core/data/flywheel.py), named in every decision."""
+    rule = {"rule": "data_drift", "threshold": None, "value": None}
+    if drift is None:
+        return rule | {"passed": True, "reason": "no data fed back into this round (flywheel round 0)"}
+    if not isinstance(drift, dict) or "dataset_drift" not in drift:
+        return rule | {"passed": False, "reason": "the fed-back data's drift summary is missing or malformed"}
+    if drift["dataset_drift"] is None:
+        return rule | {"passed": True, "reason": "fed-back episodes not checked for drift (no policy episodes "
+                                                 "to compare them with)"}
+    columns = ", ".join(drift.get("drifted") or []) or "none"
+    value = drift.get("drifted_share")
+    if not drift["dataset_drift"]:
+        return rule | {"passed": True, "value": value,
+                       "reason": f"fed-back episodes: no dataset drift (drifted columns: {columns})"}
+    return rule | {"passed": not rules.refuse_on_drift, "value": value,
+                   "reason": f"fed-back episodes drifted from the policy episodes in training (drifted columns: "
+                             f"{columns}; {drift.get('dataset_test')}; report {drift.get('report')})"
+                             + ("" if rules.refuse_on_drift else "; gate.refuse_on_drift is off")}
 
 
 def overall_rules(rules: GateRules, policy: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -211,11 +237,13 @@ def decide(
     policy: dict[str, Any] | None,
     tasks: list[str],
     promoted: dict[str, dict[str, Any] | None] | None = None,
+    drift: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The decision record: inputs, every rule with pass/fail and reason, and a verdict per task.
     With `promoted` (task -> the candidate's comparison with the promoted policy, see
-    regression_rule) the non-regression rule is applied too."""
-    shared = fidelity_rules(rules, fidelity) + overall_rules(rules, policy)
+    regression_rule) the non-regression rule is applied too; `drift` is the fed-back data's drift
+    summary (drift_rule), None when nothing was fed back."""
+    shared = fidelity_rules(rules, fidelity) + overall_rules(rules, policy) + [drift_rule(rules, drift)]
     per_task = {}
     for task in tasks:
         entry = policy.get("per_task", {}).get(task) if isinstance(policy, dict) else None

@@ -54,3 +54,32 @@ def git_commit(cwd: str | Path = ".") -> dict[str, Any]:
         return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
     except (subprocess.CalledProcessError, FileNotFoundError):
         return {"commit": None, "dirty": None}
+
+
+def flywheel_chain(task: str, commit: str | None, cwd: str | Path = ".") -> list[dict[str, Any]]:
+    """The data flywheel's rounds behind a policy trained at `commit` (None: the working tree),
+    newest first: for each earlier round, the evaluation episodes it fed back into the training data
+    (how many, of which policies, the policy promoted then and the run commit they came from). Read
+    from the params and manifests as committed then, so later rounds do not change the answer."""
+    import json
+
+    import yaml
+
+    def show(path: str) -> str | None:
+        if commit is None:
+            p = Path(cwd) / path
+            return p.read_text() if p.exists() else None
+        out = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=cwd, capture_output=True, text=True)
+        return out.stdout if out.returncode == 0 else None
+
+    params = yaml.safe_load(show("params.yaml") or "") or {}
+    rounds = int((params.get("flywheel") or {}).get("round", 0))
+    chain = []
+    for k in reversed(range(rounds)):
+        text = show(f"data/flywheel/manifests/round-{k}.json")
+        entry = (json.loads(text).get("tasks", {}).get(task) if text else None) or {}
+        chain.append({"round": k, "data_version": k + 1, "manifest_found": text is not None,
+                      "episodes": sum(s.get("episodes", 0) for s in entry.get("stores", {}).values()),
+                      "policies": entry.get("policies", {}), "promoted": entry.get("promoted"),
+                      "run_commit": json.loads(text).get("run_commit") if text else None})
+    return chain

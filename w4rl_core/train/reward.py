@@ -64,6 +64,7 @@ def train_classifier(
     cnn: CNNConfig, config: SupervisedConfig, train: FrameWindows, val: FrameWindows, progress: bool = False,
     calibrate_on: FrameWindows | None = None, balanced: bool = True, log: CurveLog | None = None,
     checkpoint_dir: str | os.PathLike[str] | None = None, check: FrameWindows | None = None,
+    init_from: str | os.PathLike[str] | None = None,
 ) -> tuple[SuccessClassifier, dict[str, Any]]:
     """Fit the classifier on `train`, then calibrate its episode-level detector on the episodes of
     `calibrate_on` (default: `val`).
@@ -71,7 +72,8 @@ def train_classifier(
     The report's `reward_calibration` is the figure that matters for refinement: on real BC
     episodes (kind `policy`) of `check` (held out, and not among the episodes that chose the
     detector), the true episode success rate next to the detector's. Without `check` it falls back
-    to `val`'s and says it is in-sample when `val` also chose the detector.
+    to `val`'s and says it is in-sample when `val` also chose the detector. `init_from`: a saved
+    classifier of the same architecture to fine-tune instead of fresh weights.
     """
     labels = train.success.bool()
     pos, neg = labels.nonzero().squeeze(-1), (~labels).nonzero().squeeze(-1)
@@ -79,7 +81,16 @@ def train_classifier(
         raise ValueError(f"the classifier needs success and failure frames; got {len(pos)} / {len(neg)}")
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
-    clf = SuccessClassifier(cnn).to(device)
+    clf = SuccessClassifier(cnn)
+    if init_from is not None:  # fit's checkpoint identity covers the initial weights, so these too
+        from w4rl_core.models.policy import load_classifier
+
+        init, _ = load_classifier(init_from)
+        if init.cnn_config != cnn:
+            raise ValueError(f"{init_from}: the classifier to fine-tune has another architecture ({init.cnn_config}) "
+                             f"than this one ({cnn}); train from scratch instead")
+        clf.load_state_dict(init.state_dict())
+    clf = clf.to(device)
     half = config.batch_size // 2
 
     def loss_fn(gen: torch.Generator) -> torch.Tensor:

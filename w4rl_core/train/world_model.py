@@ -82,6 +82,29 @@ def _data_identity(data: FrameWindows | WindowStream) -> dict[str, Any]:
 
 
 @torch.no_grad()
+def _init_state(init_from: str | os.PathLike[str] | None,
+                model_config: WorldModelConfig) -> dict[str, torch.Tensor] | None:
+    """The weights of the saved world model to fine-tune, refused unless its architecture is the
+    one being trained (a different one cannot be fine-tuned: train from scratch instead)."""
+    if init_from is None:
+        return None
+    from w4rl_core.models.world_model import load_world_model
+
+    init, _ = load_world_model(init_from)
+    if init.config.to_dict() != model_config.to_dict():
+        differs = sorted(k for k, v in model_config.to_dict().items() if init.config.to_dict().get(k) != v)
+        raise ValueError(f"{init_from}: the world model to fine-tune differs from this one in {differs}; "
+                         "fine-tuning needs the same architecture and action bounds (train from scratch instead)")
+    return {k: v.detach().clone() for k, v in init.state_dict().items()}
+
+
+def _state_digest(state: dict[str, torch.Tensor] | None) -> str:
+    h = hashlib.sha256()
+    for k in sorted(state or {}):
+        h.update(k.encode() + state[k].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def validation_loss(model: WorldModel, windows: FrameWindows, batches: int, batch_size: int, device, seed: int = 1234) -> float:
     """Mean loss over fixed batches (fixed windows and noise): comparable across steps."""
     if windows.n_episodes == 0:
@@ -105,7 +128,7 @@ class Training:
     """
 
     def __init__(self, model_config: WorldModelConfig, config: WorldModelTrainConfig, accel: AccelConfig,
-                 ranks: distributed.Ranks | None = None) -> None:
+                 ranks: distributed.Ranks | None = None, init_state: dict[str, torch.Tensor] | None = None) -> None:
         self.config = config
         self.ranks = ranks = ranks or distributed.Ranks()
         if config.batch_size % ranks.world:
@@ -115,7 +138,10 @@ class Training:
         self.fast = fast = accel.resolve(device)
         self.mixed = fast.dtype == torch.bfloat16  # bf16 autocast over float32 master weights
         torch.manual_seed(config.seed)
-        model = WorldModel(model_config).to(device)
+        model = WorldModel(model_config)
+        if init_state is not None:  # fine-tuning: the EMA below starts from these weights too
+            model.load_state_dict(init_state)
+        model = model.to(device)
         if fast.channels_last:  # the layout tensor-core convolutions want
             model = model.to(memory_format=torch.channels_last)
         self.ema = AveragedModel(model, use_buffers=True)
@@ -177,12 +203,15 @@ def train_world_model(
     meta: dict[str, Any] | None = None,
     progress: bool = True,
     accel: AccelConfig | None = None,
+    init_from: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Train on `train` (windows in memory, or the train split of stores to stream: StreamedWindows),
-    validate on `val` (in memory either way), write the EMA model to `out_dir` -> the run summary."""
+    validate on `val` (in memory either way), write the EMA model to `out_dir` -> the run summary.
+    `init_from`: a saved world model of the same architecture to fine-tune, instead of fresh weights."""
     accel = accel or AccelConfig()
     ranks = distributed.init(resolve_device(config.device).type)  # one process unless under torchrun
-    run = Training(model_config, config, accel, ranks)
+    init_state = _init_state(init_from, model_config)
+    run = Training(model_config, config, accel, ranks, init_state=init_state)
     model, ema, opt, device = run.model, run.ema, run.opt, run.device
     if run.fast.data_on_device:  # gather windows on the device: no host gather + copy per batch
         val = val.to(device)
@@ -194,7 +223,8 @@ def train_world_model(
     # The world size is not part of the run's identity: the global batch, its picks and its noise do
     # not depend on it, so a run killed on N processes resumes on M. (A stream's order does depend on
     # it, but a resumed stream never continues the killed one's order anyway: below.)
-    fingerprint = _fingerprint(model_config, config, accel, _data_identity(data))
+    fingerprint = _fingerprint(model_config, config, accel, _data_identity(data),
+                               None if init_from is None else _state_digest(init_state))
 
     step, curve = 0, []
     resumed = load_state(checkpoint_dir)
