@@ -122,5 +122,5 @@ def flywheel_round_dir(task: str, round_: int) -> str:
 
 
 def flywheel_init(what: str, task: str | None = None) -> str:
-    """world_model, or reward / policy of `task`: what round k+1 starts from."""
+    """world_model, or reward / policy (promoted) / candidate of `task`: what round k+1 starts from."""
     return f"{FLYWHEEL_INIT}/{what}" + (f"/{task}" if task else "")

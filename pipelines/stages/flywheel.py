@@ -24,8 +24,8 @@ from typing import Any
 
 from pipelines.params import DEFAULT_PARAMS, Params
 from pipelines.paths import (EPISODES_DIR, EVAL_DIR, FLYWHEEL_DIR, FLYWHEEL_INIT, FLYWHEEL_ROUNDS, GATE_RECORD,
-                             MODEL_DIR, bc_dir, flywheel_init, flywheel_manifest, flywheel_round_dir, reward_dir,
-                             store_path)
+                             MODEL_DIR, bc_dir, flywheel_init, flywheel_manifest, flywheel_round_dir, refined_dir,
+                             reward_dir, store_path)
 from w4rl_core.atomic import atomic_path, write_json_atomic
 from w4rl_core.data.flywheel import (MANIFEST_VERSION, FlywheelError, feed_back_store, fed_back_stores, read_manifest,
                                      tree_digest)
@@ -63,10 +63,15 @@ def refine_start(params: Params, task: str) -> str:
 
 
 def previous_policy(params: Params, task: str) -> str | None:
-    """Round k-1's promoted policy, which round k's evaluation also runs (None in round 0, or when
-    nothing was promoted yet)."""
-    path = flywheel_init("policy", task)
-    return path if params.flywheel.round and Path(path).is_dir() else None
+    """Round k-1's promotion candidate, which round k's evaluation also runs on its fresh scenes
+    (round k against round k-1; promoted or not, the manifest says): None in round 0."""
+    if params.flywheel.round == 0:
+        return None
+    path = flywheel_init("candidate", task)
+    if not Path(path).is_dir():
+        raise FlywheelError(f"flywheel.round {params.flywheel.round}: {path} is missing (`w4rl flywheel advance` "
+                            "writes it; dvc pull data/flywheel/init.dvc)")
+    return path
 
 
 # Feeding a round back ----------------------------------------------------------------------------
@@ -178,6 +183,8 @@ def advance(params: Params, params_path: str | Path = DEFAULT_PARAMS, commit: bo
     _copy_dir(MODEL_DIR, flywheel_init("world_model"))
     for task in params.collect.tasks:
         _copy_dir(reward_dir(task), flywheel_init("reward", task))
+        with atomic_path(flywheel_init("candidate", task)) as tmp:  # the candidate alone, not every seed
+            shutil.copytree(refined_dir(task), tmp, ignore=shutil.ignore_patterns("seeds"))
         if task in promoted:
             with atomic_path(flywheel_init("policy", task)) as tmp:
                 registry.fetch_policy(promoted[task]["policy_id"], tmp)

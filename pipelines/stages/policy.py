@@ -457,8 +457,8 @@ def _evaluate_into(params: Params, eval_root: Path, video_root: Path) -> dict[st
 
 def _evaluate_previous(params: Params, task: str, config: CollectConfig, eval_root: Path,
                        scenes: list[str]) -> dict[str, Any] | None:
-    """The policy the flywheel's previous round promoted, on this round's evaluation scenes (its
-    episodes are fed back with the others): None in round 0 or before any promotion."""
+    """The flywheel's previous round's candidate on this round's evaluation scenes (its episodes
+    are fed back with the others): None in round 0."""
     from pipelines.stages.flywheel import previous_policy
     from w4rl_core.eval.policy_eval import evaluate_policy
     from w4rl_core.registry.registry import Registry
@@ -470,7 +470,7 @@ def _evaluate_previous(params: Params, task: str, config: CollectConfig, eval_ro
                              deterministic=params.evaluate.deterministic)
     if result["scenes"] != scenes:
         raise SceneLeak(f"evaluation of {task}: the previous round's policy ran other scenes than BC's")
-    return {"policy_id": Registry.policy_id(task, path), "round": params.flywheel.round - 1,
+    return {"policy_id": Registry.policy_id(task, path), "round": params.flywheel.round - 1, "path": path,
             **{k: result[k] for k in ("episodes", "successes", "success_rate", "ci95", "per_episode")}}
 
 
