@@ -407,3 +407,33 @@ def test_s3_outage_during_a_promotion_fails_cleanly_and_a_rerun_completes(tmp_pa
         assert reg.promote(TASK, policy_id, after=0) == 1 and reg.promoted()[TASK]["policy_id"] == policy_id
     finally:
         running.stop()
+
+
+def test_the_fed_back_datas_drift_is_named_and_refuses_only_when_asked():
+    drifted = {"dataset_drift": True, "dataset_test": "FAIL: Share of Drifted Columns", "drifted": ["return"],
+               "drifted_share": 0.6, "report": "data/flywheel/rounds/drift-round-0/drift.html"}
+    calm = drifted | {"dataset_drift": False, "drifted": [], "drifted_share": 0.0}
+    for drift, refuse, passed, words in [
+            (None, True, True, "flywheel round 0"), (calm, True, True, "no dataset drift"),
+            (drifted, False, True, "drifted columns: return"), (drifted, True, False, "drifted columns: return"),
+            ({"unexpected": 1}, False, False, "missing or malformed")]:
+        rules = GateRules(**{**RULES.__dict__, "refuse_on_drift": refuse})
+        v = decide(rules, fidelity(40.0), policy(0.1, 0.9), [TASK], {}, drift=drift)["tasks"][TASK]
+        (rule,) = [r for r in v["rules"] if r["rule"] == "data_drift"]
+        assert rule["passed"] is passed and words in rule["reason"], (drift, refuse, rule)
+        assert v["promote"] is passed
+
+
+def test_setting_the_flywheel_round_keeps_the_params_files_comments(tmp_path):
+    from pipelines.stages.flywheel import set_round
+
+    path = tmp_path / "params.yaml"
+    path.write_text("collect:\n  tasks: [a]   # keep me\nflywheel:\n  round: 0   # rounds fed back\n"
+                    "  warm_start: true\nrobot:\n  kind: simulator\n")
+    set_round(path, 3)
+    assert path.read_text() == ("collect:\n  tasks: [a]   # keep me\nflywheel:\n  round: 3   # rounds fed back\n"
+                                "  warm_start: true\nrobot:\n  kind: simulator\n")
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("collect:\n  tasks: [a]\n")
+    set_round(bare, 1)
+    assert yaml.safe_load(bare.read_text())["flywheel"] == {"round": 1}

@@ -92,6 +92,11 @@ CASES = [
      ["collect.imported.mapping.last_k", "valid integer"]),
     ("collect.tasks", ["../up"], ["collect.tasks", "'../up'", "one path segment"]),
     ("collect.tasks", ["my arm"], ["collect.tasks", "'my arm'", "not a usable task name"]),
+    # The data flywheel: each round takes fresh evaluation scenes, so the pool bounds the rounds.
+    ("flywheel", {"round": 5}, ["evaluate.episodes x (flywheel.round 5 + 1) asks for 60 distinct scenes",
+                                "scenes.evaluation", "holds 50"]),
+    ("flywheel", {"refine_from": "latest"}, ["flywheel.refine_from must be promoted or bc"]),
+    ("flywheel", {"round": -1}, ["flywheel.round must be >= 0"]),
     # Operator success labels: for a bridge robot only, from a known channel, with a bounded wait.
     ("robot", {"success": "queue"}, ["robot.success queue", "robot.kind bridge"]),
     ("robot", {"kind": "bridge", "urls": {"coffee-pull-v3": "http://127.0.0.1:1"}, "success": "guess"},

@@ -295,3 +295,22 @@ def test_imagined_twins_keep_real_context_labels_and_episodes(windows):
     assert picked.succeeded().tolist() == [bool(train.success[train.episode_starts[1] : train.episode_ends[1]].any())] * 2
     with pytest.raises(ValueError, match="T \\+ horizon"):
         imagined_twins(sample, 2, train, horizon=40)
+
+
+def test_fine_tuning_starts_from_the_saved_weights_and_refuses_another_architecture(windows, tmp_path):
+    """The flywheel's warm start: a run of the same architecture starts at the saved model's loss,
+    not a fresh one's; a different architecture is refused before any step."""
+    train, val = windows
+    cfg = WorldModelTrainConfig(steps=60, batch_size=16, lr=1e-3, log_every=10, val_every=60, checkpoint_every=1000)
+    first = train_world_model(_config(), cfg, train, val, tmp_path / "m0", tmp_path / "ck0", tmp_path / "c0",
+                              progress=False)
+    short = WorldModelTrainConfig(steps=10, batch_size=16, lr=1e-3, log_every=10, val_every=10, checkpoint_every=1000)
+    tuned = train_world_model(_config(), short, train, val, tmp_path / "m1", tmp_path / "ck1", tmp_path / "c1",
+                              progress=False, init_from=tmp_path / "m0")
+    fresh = train_world_model(_config(), short, train, val, tmp_path / "m2", tmp_path / "ck2", tmp_path / "c2",
+                              progress=False)
+    assert tuned["first_loss"] < 0.6 * fresh["first_loss"], (first, tuned, fresh)
+    with pytest.raises(ValueError, match="differs from this one in \\['unet'\\]"):
+        train_world_model(_config(layers_per_block=2), short, train, val, tmp_path / "m3", tmp_path / "ck3",
+                          tmp_path / "c3", progress=False, init_from=tmp_path / "m0")
+    assert not (tmp_path / "m3").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -70,7 +71,8 @@ def run(rounds: Annotated[int, typer.Option(min=1, help="Rounds to run.")] = 1,
                                "commit; commit or stash them first"))
         typer.echo(f"flywheel round {p.flywheel.round}: dvc repro", err=True)
         sh("dvc", "repro")
-        subprocess.run(["git", "add", "dvc.lock", "metrics", "plots", "reports", "dvclive"], check=False)
+        record = [p for p in ("dvc.lock", "metrics", "plots", "reports", "dvclive") if Path(p).exists()]
+        sh("git", "add", *record)  # what git tracks of a run (DVC keeps the rest)
         if subprocess.run(["git", "diff", "--cached", "--quiet"]).returncode:
             sh("git", "commit", "-q", "-m", f"flywheel round {p.flywheel.round}: the run (dvc.lock, metrics)")
         try:
@@ -80,6 +82,7 @@ def run(rounds: Annotated[int, typer.Option(min=1, help="Rounds to run.")] = 1,
             records = []
         for r in records:
             typer.echo(f"round {p.flywheel.round}: promoted {r['policy_id']}")
+        typer.echo(f"round {p.flywheel.round}: run report {gate_stage.report(p)}")
         _advance(stage, p, params)
 
 
