@@ -158,12 +158,13 @@ def advance(params: Params, params_path: str | Path = DEFAULT_PARAMS, commit: bo
         previous = previous_policy(params, task)
         if not sources[task]:
             raise FlywheelError(f"flywheel advance of round {k}: no evaluation store under {EVAL_DIR}/{task}")
+        report = validate_stores([str(src) for src in sources[task]], config)  # before anything is written
+        if not report["ok"]:
+            bad = [i["text"] for r in report["stores"] for i in r["issues"]][:5]
+            raise FlywheelError(f"flywheel advance of round {k}: {task}'s evaluation episodes fail validation, "
+                                f"nothing fed back: {bad}")
         stores = {src.stem: feed_back_store(src, Path(flywheel_round_dir(task, k)) / src.name)
                   for src in sources[task]}
-        report = validate_stores([s["path"] for s in stores.values()], config)
-        if not report["ok"]:
-            bad = [i for r in report["stores"] for i in r["issues"]][:5]
-            raise FlywheelError(f"flywheel advance of round {k}: {task}'s evaluation episodes fail validation: {bad}")
         record = promoted.get(task) or {}
         tasks[task] = {"stores": stores, "policies": _policy_ids(task, list(stores), previous),
                        "promoted": record.get("policy_id"), "decision": decision["tasks"][task]["decision"],
