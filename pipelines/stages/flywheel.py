@@ -163,8 +163,16 @@ def advance(params: Params, params_path: str | Path = DEFAULT_PARAMS, commit: bo
             bad = [i["text"] for r in report["stores"] for i in r["issues"]][:5]
             raise FlywheelError(f"flywheel advance of round {k}: {task}'s evaluation episodes fail validation, "
                                 f"nothing fed back: {bad}")
-        stores = {src.stem: feed_back_store(src, Path(flywheel_round_dir(task, k)) / src.name)
-                  for src in sources[task]}
+        stores: dict[str, Any] = {}
+        first_with: dict[str, str] = {}  # digest -> the store that holds those episodes
+        for src in sources[task]:
+            digest = digests[task][src.stem]
+            if digest in first_with:  # the same episodes (policies with the same weights, run
+                # deterministically): fed back once, so no episode weighs twice in training
+                stores[src.stem] = {"same_as": first_with[digest], "digest": digest}
+                continue
+            first_with[digest] = src.stem
+            stores[src.stem] = feed_back_store(src, Path(flywheel_round_dir(task, k)) / src.name)
         record = promoted.get(task) or {}
         tasks[task] = {"stores": stores, "policies": _policy_ids(task, list(stores), previous),
                        "promoted": record.get("policy_id"), "decision": decision["tasks"][task]["decision"],
@@ -173,7 +181,7 @@ def advance(params: Params, params_path: str | Path = DEFAULT_PARAMS, commit: bo
     # the earlier rounds'): like for like, rollouts against rollouts, not against scripted demos.
     reference = [store_path(EPISODES_DIR, t, "policy") for t in params.collect.tasks
                  if params.collect.episodes.get("policy", 0) > 0] + fed_back(params)
-    current = [s["path"] for t in tasks.values() for s in t["stores"].values()]
+    current = [s["path"] for t in tasks.values() for s in t["stores"].values() if "path" in s]
     drift_dir = f"{FLYWHEEL_ROUNDS}/drift-round-{k}"
     drift = drift_report(reference, current, drift_dir) if reference else {"reference_episodes": 0}
     drift = {key: drift.get(key) for key in ("reference_episodes", "current_episodes", "dataset_drift",
@@ -198,7 +206,7 @@ def advance(params: Params, params_path: str | Path = DEFAULT_PARAMS, commit: bo
     _dvc("add", "-q", FLYWHEEL_ROUNDS, FLYWHEEL_INIT)
     write_json_atomic(flywheel_manifest(k), manifest)
     set_round(params_path, k + 1)
-    result = {"round": k, "next_round": k + 1, "episodes": sum(s["episodes"] for t in tasks.values()
+    result = {"round": k, "next_round": k + 1, "episodes": sum(s.get("episodes", 0) for t in tasks.values()
                                                               for s in t["stores"].values()), "drift": drift}
     if commit:
         _git("add", FLYWHEEL_DIR, str(params_path))

@@ -83,6 +83,8 @@ def fed_back_stores(manifest_paths: list[str], task: str | None = None) -> list[
             if task is not None and name != task:
                 continue
             for store in entry["stores"].values():
+                if "same_as" in store:  # episodes identical to another store of the round: held once
+                    continue
                 if not Path(store["path"]).is_dir():
                     raise FlywheelError(f"{path}: fed-back store {store['path']} is missing (dvc pull "
                                         "data/flywheel/rounds.dvc)")

@@ -69,7 +69,7 @@ def build_run_report(
     parts.append("<h2>Data fed back by the flywheel</h2>")
     if fed_back:
         d = fed_back.get("drift") or {}
-        rows = [[task, len(e["stores"]), sum(s["episodes"] for s in e["stores"].values()),
+        rows = [[task, len(e["stores"]), sum(s.get("episodes", 0) for s in e["stores"].values()),
                  ", ".join(sorted(e.get("policies", {}))), e.get("promoted") or "-"]
                 for task, e in sorted(fed_back.get("tasks", {}).items())]
         parts.append(f"<p>Round {fed_back['round']}'s evaluation episodes (run commit "
