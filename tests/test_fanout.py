@@ -145,8 +145,14 @@ def test_retrain_fans_the_task_branches_out_to_workers_end_to_end(coordinator, w
     assert Artifact.get("retrain-report") is not None
 
     # The nightly case with nothing new, on one machine: every stage is a no-op and the same weights
-    # come out. Promotion is idempotent (ids are content hashes); nothing new is registered.
-    again = retrain(repo=str(coordinator), pull_data=False, push_data=False, branch=None)
+    # come out. Promotion is idempotent (ids are content hashes); nothing new is registered. As a
+    # flywheel round (flywheel=True), the run then feeds its evaluation episodes back (not committed:
+    # branch None), and the next round would train on them.
+    again = retrain(repo=str(coordinator), pull_data=False, push_data=False, branch=None, flywheel=True)
     assert again["stages"] == []  # dvc status said up to date: no per-stage repro ran
     assert all(f"already promoted {t}@" in again["promoted"] for t in promoted)
     assert sorted((coordinator / "registry/records").iterdir()) == records
+    assert again["flywheel"]["round"] == 0 and again["flywheel"]["next_round"] == 1 and "commit" not in again["flywheel"]
+    assert yaml.safe_load((coordinator / "params.yaml").read_text())["flywheel"]["round"] == 1
+    manifest = json.loads((coordinator / "data/flywheel/manifests/round-0.json").read_text())
+    assert set(manifest["tasks"]) == set(TASKS) and manifest["run_commit"] == result["commit"]
