@@ -41,6 +41,10 @@ def test_drift_detected_between_different_versions_and_not_within_one(tmp_path):
     assert (tmp_path / "out/drift.html").stat().st_size > 10_000
     assert json.loads((tmp_path / "out/summary.json").read_text())["current_episodes"] == 12
 
+    # The flywheel compares evaluation episodes with BC's rollouts: kinds that differ by design are left out.
+    without_kind = drift_report([ref.url], [shifted.url], tmp_path / "out3", exclude=("kind",))
+    assert "kind" not in without_kind["columns"] and without_kind["columns"]["action_abs_mean"]["drift"] is True
+
     no_drift = drift_report([ref.url], [same.url], tmp_path / "out2")
     assert no_drift["drifted_columns"] == 0 and no_drift["dataset_drift"] is False
     assert all(v["test"].startswith("SUCCESS") for v in no_drift["columns"].values())

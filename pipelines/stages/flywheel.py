@@ -179,11 +179,12 @@ def advance(params: Params, params_path: str | Path = DEFAULT_PARAMS, commit: bo
                        "started_from": refine_start(params, task)}
     # Drift of what is fed back against the policy episodes already in training (BC's rollouts and
     # the earlier rounds'): like for like, rollouts against rollouts, not against scripted demos.
+    # Not on `kind` (eval against policy: different by construction, a drift every round).
     reference = [store_path(EPISODES_DIR, t, "policy") for t in params.collect.tasks
                  if params.collect.episodes.get("policy", 0) > 0] + fed_back(params)
     current = [s["path"] for t in tasks.values() for s in t["stores"].values() if "path" in s]
     drift_dir = f"{FLYWHEEL_ROUNDS}/drift-round-{k}"
-    drift = drift_report(reference, current, drift_dir) if reference else {"reference_episodes": 0}
+    drift = drift_report(reference, current, drift_dir, exclude=("kind",)) if reference else {"reference_episodes": 0}
     drift = {key: drift.get(key) for key in ("reference_episodes", "current_episodes", "dataset_drift",
                                               "dataset_test", "drifted_columns", "drifted_share")} | {
         "report": f"{drift_dir}/drift.html" if reference else None,

@@ -84,15 +84,19 @@ def _summarize(snapshot_dict: dict[str, Any]) -> dict[str, Any]:
 
 
 def drift_report(
-    reference: list[str], current: list[str], out_dir: str | os.PathLike[str], endpoint_url: str | None = None
+    reference: list[str], current: list[str], out_dir: str | os.PathLike[str], endpoint_url: str | None = None,
+    exclude: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Write ``drift.html`` (for people), ``drift.json`` (Evidently snapshot) and ``summary.json``."""
+    """Write ``drift.html`` (for people), ``drift.json`` (Evidently snapshot) and ``summary.json``.
+    `exclude`: feature columns left out, e.g. `kind` when the two sides differ in kind by design."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
     ref, cur = features_of(reference, endpoint_url), features_of(current, endpoint_url)
+    ref, cur = ref.drop(columns=list(exclude)), cur.drop(columns=list(exclude))
+    categorical = [c for c in CATEGORICAL if c not in exclude]
     numerical = [c for c in ref.columns if c not in CATEGORICAL]
-    definition = DataDefinition(numerical_columns=numerical, categorical_columns=list(CATEGORICAL))
+    definition = DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
     snapshot = Report([DataDriftPreset()], include_tests=True).run(
         Dataset.from_pandas(cur, data_definition=definition), Dataset.from_pandas(ref, data_definition=definition)
     )
