@@ -418,7 +418,8 @@ def test_the_fed_back_datas_drift_is_named_and_refuses_only_when_asked():
             (drifted, False, True, "drifted columns: return"), (drifted, True, False, "drifted columns: return"),
             ({"unexpected": 1}, False, False, "missing or malformed")]:
         rules = GateRules(**{**RULES.__dict__, "refuse_on_drift": refuse})
-        v = decide(rules, fidelity(40.0), policy(0.1, 0.9), [TASK], {}, drift=drift)["tasks"][TASK]
+        v = decide(rules, fidelity(40.0), policy(0.1, 0.9), [TASK], {},
+                   drift=None if drift is None else {TASK: drift})["tasks"][TASK]
         (rule,) = [r for r in v["rules"] if r["rule"] == "data_drift"]
         assert rule["passed"] is passed and words in rule["reason"], (drift, refuse, rule)
         assert v["promote"] is passed

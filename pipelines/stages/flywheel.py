@@ -178,17 +178,19 @@ def advance(params: Params, params_path: str | Path = DEFAULT_PARAMS, commit: bo
                        "promoted": record.get("policy_id"), "decision": decision["tasks"][task]["decision"],
                        "started_from": refine_start(params, task)}
     # Drift of what is fed back against the policy episodes already in training (BC's rollouts and
-    # the earlier rounds'): like for like, rollouts against rollouts, not against scripted demos.
-    # Not on `kind` (eval against policy: different by construction, a drift every round).
-    reference = [store_path(EPISODES_DIR, t, "policy") for t in params.collect.tasks
-                 if params.collect.episodes.get("policy", 0) > 0] + fed_back(params)
-    current = [s["path"] for t in tasks.values() for s in t["stores"].values() if "path" in s]
-    drift_dir = f"{FLYWHEEL_ROUNDS}/drift-round-{k}"
-    drift = drift_report(reference, current, drift_dir, exclude=("kind",)) if reference else {"reference_episodes": 0}
-    drift = {key: drift.get(key) for key in ("reference_episodes", "current_episodes", "dataset_drift",
-                                              "dataset_test", "drifted_columns", "drifted_share")} | {
-        "report": f"{drift_dir}/drift.html" if reference else None,
-        "drifted": sorted(c for c, v in (drift.get("columns") or {}).items() if v.get("drift"))}
+    # the earlier rounds'), per task: like for like, rollouts against rollouts of the same task, not
+    # against scripted demos or another task's mix. Not on `kind` or `task` (different or constant
+    # by construction).
+    for task, entry in tasks.items():
+        reference = ([store_path(EPISODES_DIR, task, "policy")] if params.collect.episodes.get("policy", 0) > 0
+                     else []) + fed_back(params, task)
+        current = [s["path"] for s in entry["stores"].values() if "path" in s]
+        where = f"{FLYWHEEL_ROUNDS}/drift-round-{k}/{task}"
+        summary = drift_report(reference, current, where, exclude=("kind", "task")) if reference else {}
+        entry["drift"] = {key: summary.get(key) for key in ("reference_episodes", "current_episodes", "dataset_drift",
+                                                             "dataset_test", "drifted_columns", "drifted_share")} | {
+            "report": f"{where}/drift.html" if reference else None,
+            "drifted": sorted(c for c, v in (summary.get("columns") or {}).items() if v.get("drift"))}
     # What round k+1 starts from: this round's weights, and each task's promoted policy.
     _copy_dir(MODEL_DIR, flywheel_init("world_model"))
     for task in params.collect.tasks:
@@ -200,7 +202,7 @@ def advance(params: Params, params_path: str | Path = DEFAULT_PARAMS, commit: bo
                 registry.fetch_policy(promoted[task]["policy_id"], tmp)
     manifest = {"version": MANIFEST_VERSION, "round": k, "run_commit": plan["run_commit"],
                 "profile": params.profile.name, "smoke_scale": params.profile.smoke_scale,
-                "evaluation_scenes": params.scene_slice("evaluation")["first_scene"], "tasks": tasks, "drift": drift}
+                "evaluation_scenes": params.scene_slice("evaluation")["first_scene"], "tasks": tasks}
     readme = Path(FLYWHEEL_DIR, "README.md")
     if not readme.exists():
         readme.write_text("Written by `w4rl flywheel advance` (docs/flywheel.md); do not edit by hand.\n")
@@ -208,7 +210,8 @@ def advance(params: Params, params_path: str | Path = DEFAULT_PARAMS, commit: bo
     write_json_atomic(flywheel_manifest(k), manifest)
     set_round(params_path, k + 1)
     result = {"round": k, "next_round": k + 1, "episodes": sum(s.get("episodes", 0) for t in tasks.values()
-                                                              for s in t["stores"].values()), "drift": drift}
+                                                              for s in t["stores"].values()),
+              "drift": {task: entry["drift"] for task, entry in tasks.items()}}
     if commit:
         _git("add", FLYWHEEL_DIR, str(params_path))
         if _git("diff", "--cached", "--name-only"):

@@ -77,11 +77,12 @@ class PromotionRefused(RuntimeError):
 
 
 def fed_back_drift(params: Params) -> dict[str, Any] | None:
-    """The drift summary of the episodes the previous flywheel round fed back (None in round 0)."""
+    """Per task, the drift summary of the episodes the previous flywheel round fed back (None in
+    round 0; a task without one gets a failing rule: its summary is missing)."""
     if params.flywheel.round == 0:
         return None
     manifest = _read_json(flywheel_manifest(params.flywheel.round - 1)) or {}
-    return manifest.get("drift", {})
+    return {task: entry.get("drift") for task, entry in (manifest.get("tasks") or {}).items()}
 
 
 def gate(params: Params) -> dict[str, Any]:

@@ -68,16 +68,15 @@ def build_run_report(
 
     parts.append("<h2>Data fed back by the flywheel</h2>")
     if fed_back:
-        d = fed_back.get("drift") or {}
         rows = [[task, len(e["stores"]), sum(s.get("episodes", 0) for s in e["stores"].values()),
-                 ", ".join(sorted(e.get("policies", {}))), e.get("promoted") or "-"]
+                 ", ".join(sorted(e.get("policies", {}))), e.get("promoted") or "-",
+                 (e.get("drift") or {}).get("dataset_drift"), ", ".join((e.get("drift") or {}).get("drifted") or [])]
                 for task, e in sorted(fed_back.get("tasks", {}).items())]
         parts.append(f"<p>Round {fed_back['round']}'s evaluation episodes (run commit "
-                     f"{html.escape(str(fed_back.get('run_commit')))}) are in this run's training data. Their drift "
-                     f"from the policy episodes already there: dataset drift <b>{d.get('dataset_drift')}</b> "
-                     f"(drifted columns: {html.escape(', '.join(d.get('drifted') or []) or 'none')}; "
-                     f"{html.escape(str(d.get('dataset_test')))}).</p>")
-        parts.append(_table(["task", "stores", "episodes", "policies", "promoted then"], rows))
+                     f"{html.escape(str(fed_back.get('run_commit')))}) are in this run's training data; their drift "
+                     "is against the task's policy episodes already there (Evidently's tests).</p>")
+        parts.append(_table(["task", "stores", "episodes", "policies", "promoted then", "dataset drift",
+                             "drifted columns"], rows))
     else:
         parts.append("<p>Nothing fed back: flywheel round 0.</p>")
 

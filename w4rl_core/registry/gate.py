@@ -103,8 +103,8 @@ def fidelity_rules(rules: GateRules, fidelity: dict[str, Any] | None) -> list[di
 
 
 def drift_rule(rules: GateRules, drift: dict[str, Any] | None) -> dict[str, Any]:
-    """The drift of the episodes the flywheel fed back into this round's training data (the
-    previous round's manifest: w4rl_core/data/flywheel.py), named in every decision."""
+    """The drift of the task's episodes the flywheel fed back into this round's training data (the
+    previous round's manifest: pipelines/stages/flywheel.py), named in the task's decision."""
     rule = {"rule": "data_drift", "threshold": None, "value": None}
     if drift is None:
         return rule | {"passed": True, "reason": "no data fed back into this round (flywheel round 0)"}
@@ -241,13 +241,13 @@ def decide(
 ) -> dict[str, Any]:
     """The decision record: inputs, every rule with pass/fail and reason, and a verdict per task.
     With `promoted` (task -> the candidate's comparison with the promoted policy, see
-    regression_rule) the non-regression rule is applied too; `drift` is the fed-back data's drift
-    summary (drift_rule), None when nothing was fed back."""
-    shared = fidelity_rules(rules, fidelity) + overall_rules(rules, policy) + [drift_rule(rules, drift)]
+    regression_rule) the non-regression rule is applied too; `drift` maps each task to its fed-back
+    data's drift summary (drift_rule), None when nothing was fed back."""
+    shared = fidelity_rules(rules, fidelity) + overall_rules(rules, policy)
     per_task = {}
     for task in tasks:
         entry = policy.get("per_task", {}).get(task) if isinstance(policy, dict) else None
-        checks = shared + task_rules(rules, entry)
+        checks = shared + [drift_rule(rules, None if drift is None else drift.get(task, {}))] + task_rules(rules, entry)
         if promoted is not None:
             checks.append(regression_rule(rules, promoted.get(task)))
         failed = [c["rule"] for c in checks if not c["passed"]]
