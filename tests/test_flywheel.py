@@ -74,6 +74,9 @@ def test_two_rounds_feed_evaluation_back_fine_tune_and_resume_a_killed_advance(t
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
         how = f"killed at {delay:.1f} s"
+    if (repo / ".git/index.lock").exists():  # killed inside `git add`/`git commit`: git's own lock,
+        (repo / ".git/index.lock").unlink()   # which git documents removing by hand after a crash
+        how += " (inside git: its index.lock removed)"
     committed = yaml.safe_load(_git(repo, "show", "HEAD:params.yaml"))["flywheel"]["round"] == 1
     print(f"W4RL_KILL_SEED={SEED}: advance {how}{'; it had committed' if committed else ''}")
     if not committed:  # finish round 0's feeding back (and nothing else: that is the round)
