@@ -172,7 +172,7 @@ def advance(params: Params, params_path: str | Path = DEFAULT_PARAMS, commit: bo
                 stores[src.stem] = {"same_as": first_with[digest], "digest": digest}
                 continue
             first_with[digest] = src.stem
-            stores[src.stem] = feed_back_store(src, Path(flywheel_round_dir(task, k)) / src.name)
+            stores[src.stem] = feed_back_store(src, Path(flywheel_round_dir(task, k)) / src.name, digest)
         record = promoted.get(task) or {}
         tasks[task] = {"stores": stores, "policies": _policy_ids(task, list(stores), previous),
                        "promoted": record.get("policy_id"), "decision": decision["tasks"][task]["decision"],

@@ -42,10 +42,12 @@ def tree_digest(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-def feed_back_store(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -> dict[str, Any]:
+def feed_back_store(source: str | os.PathLike[str], dest: str | os.PathLike[str],
+                    digest: str | None = None) -> dict[str, Any]:
     """Copy one evaluation store to `dest` (whole or not at all); a store already at `dest` must be
-    this one. Returns what the manifest records of it."""
-    digest = tree_digest(source)
+    this one. `digest`: the source's tree_digest when the caller has it. Returns what the
+    manifest records of it."""
+    digest = digest or tree_digest(source)
     dest = Path(dest)
     if dest.exists():
         if tree_digest(dest) != digest:
